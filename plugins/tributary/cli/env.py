@@ -1,0 +1,119 @@
+"""The environment of a local Tributary deployment: AIRFLOW_HOME, ports, users, secrets.
+
+One function computes every variable the Airflow processes need, so the run command, the tests
+and the benchmarks start Airflow the same way. Secrets that must agree between processes (Fernet
+key, JWT secret) are generated once per AIRFLOW_HOME and kept in ``<home>/tributary/secrets.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+# Fixed local users (SimpleAuthManager roles: viewer, user, op, admin). Override the passwords
+# with TRIBUTARY_<USER>_PASSWORD; they are for a developer machine, not for production.
+USERS: dict[str, str] = {"admin": "admin", "ops": "op", "viewer": "viewer"}
+
+
+def user_password(username: str) -> str:
+    return os.environ.get(f"TRIBUTARY_{username.upper()}_PASSWORD", username)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _load_or_create_secrets(home: Path) -> dict[str, str]:
+    path = home / "tributary" / "secrets.json"
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    from cryptography.fernet import Fernet
+
+    values = {"fernet_key": Fernet.generate_key().decode(), "jwt_secret": secrets.token_urlsafe(32)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(values))
+    path.chmod(0o600)
+    return values
+
+
+@dataclass
+class LocalDeployment:
+    home: Path = field(default_factory=lambda: Path(os.environ.get("TRIBUTARY_AIRFLOW_HOME")
+                                                    or PROJECT_ROOT / ".local" / "airflow"))
+    port: int = 8080
+    # Log servers of the workers and the triggerer: two deployments on one machine need their own.
+    worker_log_port: int = 8793
+    triggerer_log_port: int = 8794
+    dags_folder: Path = PROJECT_ROOT / "dags"
+    parallelism: int = 4
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home / "tributary"
+
+    @property
+    def reports_dir(self) -> Path:
+        return Path(os.environ.get("TRIBUTARY_REPORTS_DIR") or self.home.parent / "reports")
+
+    def write_passwords_file(self) -> Path:
+        path = self.state_dir / "passwords.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({u: user_password(u) for u in USERS}))
+        path.chmod(0o600)
+        return path
+
+    def environ(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        env = dict(os.environ if base is None else base)
+        self.home.mkdir(parents=True, exist_ok=True)
+        keys = _load_or_create_secrets(self.home)
+        venv_bin = str(Path(sys.executable).parent)
+        env.update({
+            "AIRFLOW_HOME": str(self.home),
+            "PATH": f"{venv_bin}{os.pathsep}{env.get('PATH', '')}",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT / "plugins"), env.get("PYTHONPATH")])),
+            "TRIBUTARY_STATE_DIR": str(self.state_dir),
+            "TRIBUTARY_REPORTS_DIR": str(self.reports_dir),
+            "TRIBUTARY_INCLUDE_DIR": str(PROJECT_ROOT / "include"),
+            "TRIBUTARY_API_URL": self.base_url,
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(self.parallelism),
+            "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__CORE__AUTH_MANAGER":
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in USERS.items()),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.state_dir / "passwords.json"),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+            "AIRFLOW__API__BASE_URL": self.base_url,
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.worker_log_port),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.triggerer_log_port),
+            "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+                or f"sqlite:///{self.home / 'airflow.db'}",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": env.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
+            "AIRFLOW__OPENLINEAGE__DISABLED": env.get("AIRFLOW__OPENLINEAGE__DISABLED", "True"),
+        })
+        return env

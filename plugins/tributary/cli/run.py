@@ -1,0 +1,174 @@
+"""Run Tributary locally: warehouse, metadata DB, settings, users, then the Airflow processes.
+
+    python -m tributary.cli.run [--port 8080] [--home PATH] [--prepare-only]
+
+Starts api-server, scheduler, dag-processor and triggerer (LocalExecutor, SQLite metadata DB by
+default), each in its own process group, and stops all of them on Ctrl-C / SIGTERM or when any one
+exits. The same topology runs under Celery in docker-compose.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tributary.cli.env import PROJECT_ROOT, USERS, LocalDeployment, user_password
+
+log = logging.getLogger("tributary.run")
+COMPONENTS: dict[str, list[str]] = {
+    "api-server": ["airflow", "api-server"],
+    "scheduler": ["airflow", "scheduler"],
+    "dag-processor": ["airflow", "dag-processor"],
+    "triggerer": ["airflow", "triggerer"],
+}
+
+
+def prepare(deployment: LocalDeployment, settings_file: Path, env: dict[str, str]) -> dict[str, str]:
+    """Warehouse, metadata DB, settings and users; returns the environment for the processes."""
+    from tributary.storage.embedded import provision
+
+    started = time.monotonic()
+    location = provision(deployment.state_dir, database=os.environ.get("TRIBUTARY_WAREHOUSE_DB", "tributary"))
+    env.update({"TRIBUTARY_WAREHOUSE_HOST": location.host, "TRIBUTARY_WAREHOUSE_PORT": str(location.port),
+                "TRIBUTARY_WAREHOUSE_USER": location.login, "TRIBUTARY_WAREHOUSE_DB": location.database})
+    deployment.write_passwords_file()
+    subprocess.run(["airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "tributary.cli.settings", "load", str(settings_file)],
+                   env=env, check=True)
+    import psycopg2
+
+    from tributary.storage.warehouse import apply_migrations
+
+    warehouse = psycopg2.connect(location.dsn())
+    try:
+        applied = apply_migrations(warehouse)
+    finally:
+        warehouse.close()
+    log.info("warehouse migrations applied: %s", ", ".join(applied) or "none pending")
+    log.info("prepared in %.1fs (warehouse: %s)", time.monotonic() - started, location.kind)
+    return env
+
+
+class Supervisor:
+    """Owns the child process groups; one signal handler stops them all."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.stopping = False
+
+    def start(self, names: list[str]) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
+            self.children[name] = subprocess.Popen(COMPONENTS[name], env=self.env, stdout=out,
+                                                   stderr=subprocess.STDOUT, start_new_session=True)
+            log.info("started %s (pid %d, log %s)", name, self.children[name].pid, out.name)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        self.stopping = True
+        for child in self.children.values():
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for name, child in self.children.items():
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in time; killing its process group", name)
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+            # Task runners are in the children's groups; make sure none outlives us.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+
+    def watch(self) -> int:
+        while not self.stopping:
+            for name, child in self.children.items():
+                code = child.poll()
+                if code is not None and not self.stopping:
+                    log.error("%s exited with %s; stopping the others (see %s)", name, code,
+                              self.log_dir / f"{name}.log")
+                    self.stop()
+                    return 1
+            time.sleep(0.5)
+        return 0
+
+
+def wait_healthy(base_url: str, supervisor: Supervisor | None = None, timeout: float = 180.0) -> float:
+    import requests
+
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if supervisor is not None:
+            for name, child in supervisor.children.items():
+                if child.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {child.returncode} before Airflow was healthy "
+                                       f"(see {supervisor.log_dir / (name + '.log')})")
+        try:
+            health = requests.get(f"{base_url}/api/v2/monitor/health", timeout=2).json()
+            if health.get("metadatabase", {}).get("status") == "healthy" and \
+                    health.get("scheduler", {}).get("status") == "healthy":
+                return time.monotonic() - started
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"Airflow at {base_url} not healthy after {timeout:.0f}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tributary-run", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("TRIBUTARY_PORT", "8080")))
+    parser.add_argument("--home", type=Path, default=None, help="AIRFLOW_HOME (default .local/airflow)")
+    parser.add_argument("--dags-folder", type=Path, default=None)
+    parser.add_argument("--log-server-ports", type=int, nargs=2, default=None, metavar=("WORKER", "TRIGGERER"),
+                        help="ports of the task and triggerer log servers (default 8793 8794)")
+    parser.add_argument("--settings", type=Path, default=PROJECT_ROOT / "airflow_settings.yaml")
+    parser.add_argument("--prepare-only", action="store_true", help="set up everything, start nothing")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    deployment = LocalDeployment(port=args.port)
+    if args.home:
+        deployment.home = args.home.resolve()
+    if args.log_server_ports:
+        deployment.worker_log_port, deployment.triggerer_log_port = args.log_server_ports
+    if args.dags_folder:
+        deployment.dags_folder = args.dags_folder.resolve()
+    started = time.monotonic()
+    env = prepare(deployment, args.settings, deployment.environ())
+    if args.prepare_only:
+        return 0
+
+    supervisor = Supervisor(env, deployment.home / "logs" / "processes")
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s; stopping Airflow", signal.Signals(signum).name)
+        supervisor.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    supervisor.start(list(COMPONENTS))
+    try:
+        seconds = wait_healthy(deployment.base_url, supervisor)
+    except (TimeoutError, RuntimeError) as exc:
+        log.error("%s", exc)
+        supervisor.stop()
+        return 1
+    logins = ", ".join(f"{u}/{user_password(u)} ({role})" for u, role in USERS.items())
+    print(f"\nTributary is up in {time.monotonic() - started:.1f}s (API healthy after {seconds:.1f}s)\n"
+          f"  UI and REST API: {deployment.base_url}\n  logins: {logins}\n"
+          f"  AIRFLOW_HOME: {deployment.home}\n  Ctrl-C stops everything.\n", flush=True)
+    return supervisor.watch()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

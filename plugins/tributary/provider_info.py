@@ -1,0 +1,64 @@
+"""Tributary as an Airflow provider: its Connection types and their form fields.
+
+Wired through the ``apache_airflow_provider`` entry point in pyproject.toml. This is the
+equivalent of a provider's ``provider.yaml``: plain data, no imports (Airflow reads it while its
+own configuration is still loading, so importing hook modules here would be circular). Each hook
+class names its ``conn_type``; ``tests/platform/test_provider_info.py`` checks the two agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+CONNECTION_TYPES: list[dict[str, Any]] = [
+    {
+        "connection-type": "tributary_airflow_api",
+        "hook-class-name": "tributary.platform.airflow_api.AirflowApiHook",
+        "hook-name": "Tributary: Airflow REST API",
+        "conn-fields": {
+            "timeout": {"label": "Timeout (s)", "schema": {"type": ["number", "null"], "default": 30}},
+        },
+        "ui-field-behaviour": {
+            "hidden-fields": ["schema", "port"],
+            "relabeling": {"host": "API base URL", "login": "Username"},
+            "placeholders": {"host": "http://127.0.0.1:8080", "login": "ops"},
+        },
+    },
+    {
+        "connection-type": "tributary_webhook",
+        "hook-class-name": "tributary.platform.webhook.WebhookHook",
+        "hook-name": "Tributary: Webhook",
+        "conn-fields": {
+            "format": {
+                "label": "Payload format",
+                "description": "json (generic document) or slack (incoming-webhook blocks)",
+                "schema": {"type": ["string", "null"], "enum": ["json", "slack", None], "default": "json"},
+            },
+            "timeout": {"label": "Timeout (s)", "schema": {"type": ["number", "null"], "default": 10}},
+        },
+        "ui-field-behaviour": {
+            "hidden-fields": ["schema", "port", "login"],
+            "relabeling": {"host": "Webhook URL", "password": "Bearer token (optional)"},
+            "placeholders": {"host": "https://hooks.slack.com/services/T000/B000/XXXX"},
+        },
+    },
+]
+
+
+def connection_type(conn_type: str) -> dict[str, Any]:
+    for entry in CONNECTION_TYPES:
+        if entry["connection-type"] == conn_type:
+            return entry
+    raise KeyError(conn_type)
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "tributary",
+        "name": "Tributary",
+        "description": "Integration layer: ML platform, Bitcoin-family and smart-contract chains, Web5.",
+        "versions": ["0.1.0"],
+        "hooks": [{"integration-name": "Tributary",
+                   "python-modules": sorted({e["hook-class-name"].rpartition(".")[0] for e in CONNECTION_TYPES})}],
+        "connection-types": CONNECTION_TYPES,
+    }
