@@ -66,7 +66,7 @@ class LocalDeployment:
 
     @property
     def reports_dir(self) -> Path:
-        return Path(os.environ.get("TRIBUTARY_REPORTS_DIR") or self.home.parent / "reports")
+        return Path(os.environ.get("TRIBUTARY_REPORTS_DIR") or PROJECT_ROOT / "reports")
 
     def write_passwords_file(self) -> Path:
         path = self.state_dir / "passwords.json"

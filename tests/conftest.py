@@ -1,0 +1,113 @@
+"""Shared fixtures: an isolated AIRFLOW_HOME, a real PostgreSQL warehouse, local HTTP/SMTP sinks.
+
+PostgreSQL: the server on 127.0.0.1:5432 when one answers (CI machines run one), otherwise a
+private cluster started with pgserver. Each test session gets its own database, dropped at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+# Before anything imports Airflow: a private AIRFLOW_HOME, no examples, no lineage transport.
+_HOME = Path(tempfile.mkdtemp(prefix="tributary-test-home-"))
+os.environ["AIRFLOW_HOME"] = str(_HOME)
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__OPENLINEAGE__DISABLED"] = "True"
+os.environ["TRIBUTARY_STATE_DIR"] = str(_HOME / "tributary")
+os.environ["TRIBUTARY_REPORTS_DIR"] = str(_HOME / "reports")
+os.environ.pop("AIRFLOW_VAR_TRIBUTARY_ALERTING", None)
+os.environ.pop("TRIBUTARY_ALERTING", None)
+
+import pytest  # noqa: E402
+
+from tributary.storage.embedded import WarehouseLocation, drop_database, provision  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def warehouse() -> Iterator[WarehouseLocation]:
+    """A fresh warehouse database, exposed to hooks as the ``tributary_warehouse`` Connection."""
+    name = f"tributary_test_{uuid.uuid4().hex[:8]}"
+    location = provision(_HOME / "tributary", database=name)
+    previous = {k: os.environ.get(k) for k in location.connection_env()}
+    os.environ.update(location.connection_env())
+    yield location
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    drop_database(location)
+
+
+@pytest.fixture
+def pg(warehouse: WarehouseLocation) -> Iterator[Any]:
+    """A psycopg2 connection to the test warehouse, schema applied."""
+    import psycopg2
+
+    from tributary.storage.warehouse import apply_migrations
+
+    conn = psycopg2.connect(warehouse.dsn())
+    apply_migrations(conn)
+    yield conn
+    conn.rollback()
+    conn.close()
+
+
+class HttpSink:
+    """A local HTTP server that records requests; ``status`` is what it answers."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.status = 200
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                sink.requests.append({"method": self.command, "path": self.path,
+                                      "headers": dict(self.headers), "body": body})
+                self.send_response(sink.status if self.command == "POST" else 405)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_POST = do_HEAD = do_GET = _answer  # noqa: N815
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def posted_json(self) -> list[dict[str, Any]]:
+        return [json.loads(r["body"]) for r in self.requests if r["method"] == "POST"]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def http_sink() -> Iterator[HttpSink]:
+    sink = HttpSink()
+    yield sink
+    sink.close()
+
+
+@pytest.fixture
+def webhook_conn(http_sink: HttpSink, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``tributary_alert_webhook`` pointing at the local sink (an AIRFLOW_CONN_* Connection)."""
+    monkeypatch.setenv("AIRFLOW_CONN_TRIBUTARY_ALERT_WEBHOOK",
+                       json.dumps({"conn_type": "tributary_webhook", "host": http_sink.url,
+                                   "password": "sink-token-123", "extra": {"format": "json"}}))
+    return "tributary_alert_webhook"
