@@ -27,7 +27,6 @@ os.environ.pop("AIRFLOW_VAR_TRIBUTARY_ALERTING", None)
 os.environ.pop("TRIBUTARY_ALERTING", None)
 
 import pytest  # noqa: E402
-
 from tributary.storage.embedded import WarehouseLocation, drop_database, provision  # noqa: E402
 
 
@@ -51,7 +50,6 @@ def warehouse() -> Iterator[WarehouseLocation]:
 def pg(warehouse: WarehouseLocation) -> Iterator[Any]:
     """A psycopg2 connection to the test warehouse, schema applied."""
     import psycopg2
-
     from tributary.storage.warehouse import apply_migrations
 
     conn = psycopg2.connect(warehouse.dsn())
@@ -79,7 +77,7 @@ class HttpSink:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            do_POST = do_HEAD = do_GET = _answer  # noqa: N815
+            do_POST = do_HEAD = do_GET = _answer
 
             def log_message(self, *args: Any) -> None:
                 return
@@ -99,6 +97,13 @@ class HttpSink:
 
 @pytest.fixture
 def http_sink() -> Iterator[HttpSink]:
+    sink = HttpSink()
+    yield sink
+    sink.close()
+
+
+@pytest.fixture(scope="session")
+def session_sink() -> Iterator[HttpSink]:
     sink = HttpSink()
     yield sink
     sink.close()

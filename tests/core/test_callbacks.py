@@ -7,7 +7,6 @@ import socket
 from types import SimpleNamespace
 
 import pytest
-
 from tributary.core.callbacks import OutcomeRecorder
 from tributary.core.errors import DataError, PermanentError, TransientError
 from tributary.core.events import EventStore, event_from_context
@@ -23,7 +22,7 @@ def _context(exc: BaseException | None, try_number: int = 1, run_id: str = "manu
 def _failure(exc: Exception, system: str = "bitcoin") -> BaseException:
     try:
         raise_classified(exc, system)
-    except BaseException as raised:  # noqa: BLE001 - that is the point
+    except BaseException as raised:
         return raised
     raise AssertionError("raise_classified did not raise")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from tributary.core.masking import mask_text
 
 

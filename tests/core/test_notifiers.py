@@ -6,7 +6,6 @@ import json
 import socket
 
 import pytest
-
 from tributary.core.events import OutcomeEvent
 from tributary.core.notifiers import (
     EmailNotifier,
@@ -48,7 +47,7 @@ def test_email_notifier_sends_through_the_smtp_provider(monkeypatch) -> None:
     received = []
 
     class Handler:
-        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+        async def handle_DATA(self, server, session, envelope):
             received.append(envelope)
             return "250 OK"
 

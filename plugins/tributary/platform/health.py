@@ -49,7 +49,7 @@ def env_connections(environ: Mapping[str, str]) -> list[dict[str, Any]]:
     return found
 
 
-def testable_types() -> set[str]:
+def checkable_types() -> set[str]:
     """Connection types whose hook can be tested (as the provider registry declares)."""
     from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
 
@@ -71,7 +71,7 @@ def discover(api_conn_id: str = "tributary_airflow_api") -> list[dict[str, str]]
 
     hook = AirflowApiHook(api_conn_id)
     listed = hook.read(hook.get_conn().list_connections, "list_connections")
-    return select_connections([*listed, *env_connections(os.environ)], testable_types())
+    return select_connections([*listed, *env_connections(os.environ)], checkable_types())
 
 
 def _exercise(hook: Any) -> str:

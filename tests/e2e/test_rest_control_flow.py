@@ -1,0 +1,236 @@
+"""End to end: the run command starts real Airflow processes; everything goes through REST API v2.
+
+One deployment per session on free ports, with a temporary AIRFLOW_HOME, its own warehouse
+database, and alerts routed to a local webhook sink. Tests run in file order (the analysis test
+reads the events that the drill tests recorded).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg2
+import pytest
+import requests
+from tributary.cli.env import PROJECT_ROOT, free_port
+from tributary.platform.airflow_api import AirflowApiClient
+from tributary.storage.embedded import WarehouseLocation, drop_database
+
+pytestmark = pytest.mark.e2e
+DAG_IDS = ("integration_health", "error_analysis", "platform_alert_drill")
+
+
+@dataclass
+class Deployment:
+    base_url: str
+    process: subprocess.Popen
+    log_path: Path
+    reports_dir: Path
+    warehouse: WarehouseLocation
+    sink: object
+
+    def client(self, user: str) -> AirflowApiClient:
+        return AirflowApiClient(self.base_url, user, user)
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+
+def _wait_for(predicate, timeout: float, what: str, deployment_log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}; run log:\n{deployment_log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory: pytest.TempPathFactory, warehouse: WarehouseLocation,
+            session_sink) -> Iterator[Deployment]:
+    home = tmp_path_factory.mktemp("airflow-home")
+    reports = tmp_path_factory.mktemp("reports")
+    sink = session_sink
+    port = free_port()
+    database = f"tributary_e2e_{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ)
+    for key in [k for k in env if k.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRFLOW__"))]:
+        env.pop(key)  # the deployment computes its own Airflow settings
+    env.pop("AIRFLOW_HOME", None)
+    env.update({
+        "TRIBUTARY_WAREHOUSE_DB": database,
+        "TRIBUTARY_REPORTS_DIR": str(reports),
+        "AIRFLOW_CONN_E2E_ALERT_SINK": json.dumps({"conn_type": "tributary_webhook", "host": sink.url,
+                                                    "extra": {"format": "json"}}),
+        "AIRFLOW_VAR_TRIBUTARY_ALERTING": json.dumps({
+            "min_severity": "warning", "alert_on": ["failure"],
+            "notifiers": [{"type": "log"}, {"type": "webhook", "conn_id": "e2e_alert_sink"}]}),
+    })
+    log_path = home / "run.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tributary.cli.run", "--home", str(home), "--port", str(port),
+             "--log-server-ports", str(free_port()), str(free_port())],
+            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    location = WarehouseLocation(warehouse.host, warehouse.port, warehouse.login, database, warehouse.kind)
+    deployment = Deployment(f"http://127.0.0.1:{port}", process, log_path, reports, location, sink)
+    try:
+        _wait_for(lambda: "Tributary is up" in log_path.read_text(errors="replace") or process.poll() is not None,
+                  240, "the run command to report healthy", log_path)
+        assert process.poll() is None, f"run command exited early:\n{deployment.log_tail()}"
+        ops = deployment.client("ops")
+
+        def registered() -> bool:
+            return all(ops.request("GET", f"/api/v2/dags/{d}").status_code == 200 for d in DAG_IDS)
+
+        _wait_for(registered, 180, "the DAGs to be parsed", log_path)
+        for dag_id in DAG_IDS:
+            ops.unpause(dag_id)
+        yield deployment
+    finally:
+        _stop(process, log_path)
+        drop_database(location)
+
+
+def _stop(process: subprocess.Popen, log_path: Path) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise AssertionError(f"run command did not stop on SIGTERM:\n{log_path.read_text()[-2000:]}") from None
+
+
+def _trigger_and_wait(client: AirflowApiClient, dag_id: str, conf: dict, timeout: float = 240) -> tuple[str, str]:
+    response = client.trigger(dag_id, conf)
+    assert response.status_code == 200, response.text
+    run_id = response.json()["dag_run_id"]
+    return run_id, client.wait_for_run(dag_id, run_id, timeout=timeout)
+
+
+def test_the_api_requires_a_jwt(airflow: Deployment) -> None:
+    assert requests.get(f"{airflow.base_url}/api/v2/dags", timeout=10).status_code == 401
+    bad = requests.post(f"{airflow.base_url}/auth/token", json={"username": "ops", "password": "wrong"}, timeout=10)
+    assert bad.status_code == 401
+
+
+def test_a_viewer_can_read_but_gets_403_when_triggering(airflow: Deployment) -> None:
+    viewer = airflow.client("viewer")
+    assert viewer.request("GET", "/api/v2/dags/integration_health").status_code == 200
+    response = viewer.trigger("integration_health", {})
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize(("dag_id", "conf", "fragment"), [
+    ("error_analysis", {"window_days": "abc"}, "window_days"),
+    ("error_analysis", {"window_days": 0}, "window_days"),
+    ("integration_health", {"connections": "tributary_warehouse"}, "connections"),
+    ("platform_alert_drill", {"error_class": "catastrophic"}, "error_class"),
+])
+def test_malformed_conf_is_rejected_before_any_task_runs(airflow: Deployment, dag_id: str, conf: dict,
+                                                         fragment: str) -> None:
+    ops = airflow.client("ops")
+    before = ops.request("GET", f"/api/v2/dags/{dag_id}/dagRuns").json()["total_entries"]
+    response = ops.trigger(dag_id, conf)
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert fragment in detail and "Invalid input for param" in detail
+    assert ops.request("GET", f"/api/v2/dags/{dag_id}/dagRuns").json()["total_entries"] == before
+
+
+def test_integration_health_checks_every_connection_and_reports_through_rest(airflow: Deployment) -> None:
+    ops = airflow.client("ops")
+    run_id, state = _trigger_and_wait(ops, "integration_health", {})
+    assert state == "success", airflow.log_tail()
+    report = ops.xcom("integration_health", run_id, "report")
+    by_id = {r["conn_id"]: r for r in report["results"]}
+    # the two from airflow_settings.yaml and the AIRFLOW_CONN_* sink: found without naming them
+    assert {"tributary_warehouse", "tributary_airflow_api", "e2e_alert_sink"} <= set(by_id)
+    assert all(r["ok"] for r in report["results"]) and report["unhealthy"] == []
+    checks = [t for t in ops.task_instances("integration_health", run_id) if t["task_id"] == "check_connection"]
+    assert len(checks) == report["total"] and {t["state"] for t in checks} == {"success"}
+    with psycopg2.connect(airflow.warehouse.dsn()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM integration_health WHERE run_id = %s AND ok", (run_id,))
+        assert cur.fetchone()[0] == report["total"]
+
+
+def _events(airflow: Deployment, run_id: str) -> list[tuple]:
+    with psycopg2.connect(airflow.warehouse.dsn()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT kind, error_class, try_number, alert_status FROM error_events WHERE run_id = %s"
+                    " ORDER BY try_number, kind", (run_id,))
+        return cur.fetchall()
+
+
+def test_a_permanent_failure_runs_once_is_recorded_and_alerted(airflow: Deployment) -> None:
+    ops = airflow.client("ops")
+    run_id, state = _trigger_and_wait(ops, "platform_alert_drill", {"error_class": "permanent",
+                                                                    "message": "e2e token=abc123secret"})
+    assert state == "failed"
+    [ti] = ops.task_instances("platform_alert_drill", run_id)
+    assert (ti["state"], ti["try_number"]) == ("failed", 1)
+    events = _events(airflow, run_id)
+    assert [(k, c, t) for k, c, t, _ in events] == [("failure", "permanent", 1)]
+    assert events[0][3]["webhook"] == "sent"
+    alerts = [a for a in airflow.sink.posted_json() if a["event"]["run_id"] == run_id]
+    assert len(alerts) == 1
+    assert alerts[0]["event"]["error_class"] == "permanent"
+    assert "abc123secret" not in json.dumps(alerts[0])
+
+
+def test_a_transient_failure_is_retried_with_backoff_then_alerted(airflow: Deployment) -> None:
+    ops = airflow.client("ops")
+    run_id, state = _trigger_and_wait(ops, "platform_alert_drill", {"error_class": "transient"})
+    assert state == "failed"
+    [ti] = ops.task_instances("platform_alert_drill", run_id)
+    assert ti["try_number"] == 3  # retries=2
+    kinds = [(k, c, t) for k, c, t, _ in _events(airflow, run_id)]
+    assert kinds == [("retry", "transient", 1), ("retry", "transient", 2), ("failure", "transient", 3)]
+    assert len([a for a in airflow.sink.posted_json() if a["event"]["run_id"] == run_id]) == 1
+
+
+def test_error_analysis_reports_the_recorded_failures(airflow: Deployment) -> None:
+    ops = airflow.client("ops")
+    today = datetime.now(UTC).date().isoformat()
+    run_id, state = _trigger_and_wait(ops, "error_analysis", {"day": today, "min_failures": 1})
+    assert state == "success", airflow.log_tail()
+    summary = ops.xcom("error_analysis", run_id, "analyze")
+    assert summary["day"] == today
+    assert summary["by_dag_today"]["platform_alert_drill"] >= 2
+    assert {"permanent", "transient"} <= set(summary["by_class_today"])
+    report = Path(summary["report"])
+    assert report.parent.parent == airflow.reports_dir / "error_analysis"
+    assert "platform_alert_drill" in report.read_text()
+    assert Path(summary["chart"]).read_bytes().startswith(b"\x89PNG")
+
+
+def test_sigterm_stops_every_airflow_process(airflow: Deployment) -> None:
+    home = str(airflow.log_path.parent)
+    candidates = subprocess.run(["pgrep", "-f", "airflow (api-server|scheduler|dag-processor|triggerer)"],
+                                capture_output=True, text=True).stdout.split()
+    mine = [pid for pid in candidates if _env_home(pid) == home]
+    assert len(mine) >= 4, "expected the four Airflow components of this deployment"
+    _stop(airflow.process, airflow.log_path)
+    assert airflow.process.returncode == 0, airflow.log_tail()
+    assert [pid for pid in mine if Path(f"/proc/{pid}").exists()] == []
+
+
+def _env_home(pid: str) -> str | None:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for item in environ:
+        if item.startswith(b"AIRFLOW_HOME="):
+            return item.split(b"=", 1)[1].decode()
+    return None
