@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
 
 COMMON_ANCHOR = "x-airflow-common"
-AIRFLOW_IMAGE = "${AIRFLOW_IMAGE_NAME:-apache/airflow:3.3.2-python3.11}"
+AIRFLOW_IMAGE = "${AIRFLOW_IMAGE_NAME:-tributary-airflow:3.3.2}"
 
 INIT_SERVICE = "airflow-init"
 LONG_RUNNING_AIRFLOW = (
@@ -252,9 +252,13 @@ def test_every_airflow_service_merges_the_same_common_anchor(compose_text: str) 
 
 def test_every_airflow_service_uses_the_same_image(raw: dict[str, Any], resolved: dict[str, Any]) -> None:
     assert raw[COMMON_ANCHOR]["image"] == AIRFLOW_IMAGE
+    assert raw[COMMON_ANCHOR]["build"] == "."  # the image is ./Dockerfile: Airflow + the tributary provider
+    dockerfile = (Path(__file__).resolve().parents[1] / "Dockerfile").read_text()
+    assert "FROM apache/airflow:3.3.2-python3.11" in dockerfile
+    assert "requirements.txt" in dockerfile
     for name in AIRFLOW_SERVICES:
         assert raw["services"][name]["image"] == AIRFLOW_IMAGE, name
-        assert resolved["services"][name]["image"] == "apache/airflow:3.3.2-python3.11", name
+        assert resolved["services"][name]["image"] == "tributary-airflow:3.3.2", name
 
 
 @pytest.mark.parametrize("name", AIRFLOW_SERVICES)
@@ -469,7 +473,7 @@ def test_file_conforms_to_compose_specification(resolved: dict[str, Any]) -> Non
     spec = validate_with_compose_spec(resolved)
     assert spec.services is not None
     assert set(spec.services) == EXPECTED_SERVICES
-    assert set(spec.volumes or {}) == {"postgres-db", "airflow-logs", "tributary-reports"}
+    assert set(spec.volumes or {}) == {"postgres-db", "airflow-logs", "tributary-reports", "airflow-auth"}
 
 
 def test_file_merge_keys_are_accepted_by_compose_spec(resolved_text: str) -> None:
@@ -478,7 +482,7 @@ def test_file_merge_keys_are_accepted_by_compose_spec(resolved_text: str) -> Non
     parsed.validate()
     assert set(parsed.service_names()) == EXPECTED_SERVICES
     worker = parsed.to_dict()["services"]["airflow-worker"]
-    assert worker["image"] == "apache/airflow:3.3.2-python3.11"
+    assert worker["image"] == "tributary-airflow:3.3.2"
     assert worker["environment"]["DUMB_INIT_SETSID"] == "0"
     assert worker["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
 

@@ -26,6 +26,14 @@ def user_password(username: str) -> str:
     return os.environ.get(f"TRIBUTARY_{username.upper()}_PASSWORD", username)
 
 
+def write_passwords_file(path: Path) -> Path:
+    """The SimpleAuthManager passwords file for the fixed users (``TRIBUTARY_<USER>_PASSWORD``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({u: user_password(u) for u in USERS}))
+    path.chmod(0o600)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -69,11 +77,7 @@ class LocalDeployment:
         return Path(os.environ.get("TRIBUTARY_REPORTS_DIR") or PROJECT_ROOT / "reports")
 
     def write_passwords_file(self) -> Path:
-        path = self.state_dir / "passwords.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({u: user_password(u) for u in USERS}))
-        path.chmod(0o600)
-        return path
+        return write_passwords_file(self.state_dir / "passwords.json")
 
     def environ(self, base: dict[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ if base is None else base)
@@ -117,3 +121,9 @@ class LocalDeployment:
             "AIRFLOW__OPENLINEAGE__DISABLED": env.get("AIRFLOW__OPENLINEAGE__DISABLED", "True"),
         })
         return env
+
+
+if __name__ == "__main__":  # python -m tributary.cli.env passwords PATH   (docker-compose airflow-init)
+    if len(sys.argv) != 3 or sys.argv[1] != "passwords":
+        sys.exit("usage: python -m tributary.cli.env passwords PATH")
+    print(f"wrote {write_passwords_file(Path(sys.argv[2]))}")
