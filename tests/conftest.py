@@ -27,6 +27,7 @@ os.environ.pop("AIRFLOW_VAR_TRIBUTARY_ALERTING", None)
 os.environ.pop("TRIBUTARY_ALERTING", None)
 
 import pytest  # noqa: E402
+
 from tributary.storage.embedded import WarehouseLocation, drop_database, provision  # noqa: E402
 
 
@@ -50,6 +51,7 @@ def warehouse() -> Iterator[WarehouseLocation]:
 def pg(warehouse: WarehouseLocation) -> Iterator[Any]:
     """A psycopg2 connection to the test warehouse, schema applied."""
     import psycopg2
+
     from tributary.storage.warehouse import apply_migrations
 
     conn = psycopg2.connect(warehouse.dsn())

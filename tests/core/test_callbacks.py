@@ -7,6 +7,7 @@ import socket
 from types import SimpleNamespace
 
 import pytest
+
 from tributary.core.callbacks import OutcomeRecorder
 from tributary.core.errors import DataError, PermanentError, TransientError
 from tributary.core.events import EventStore, event_from_context

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+
 from tributary.core.callbacks import OutcomeRecorder
 from tributary.core.defaults import default_args
 

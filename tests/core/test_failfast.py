@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
+
 from tributary.core.errors import DataError, ErrorClass, PermanentError, SecurityError, TransientError
 from tributary.core.failfast import ClassifiedFailure, classified, raise_classified
 

@@ -6,6 +6,7 @@ import json
 import socket
 
 import pytest
+
 from tributary.core.events import OutcomeEvent
 from tributary.core.notifiers import (
     EmailNotifier,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tributary.core.errors import PermanentError, TransientError
 from tributary.core.retry import RetryPolicy, call_with_retry
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 import requests
+
 from tributary.cli.env import PROJECT_ROOT, free_port
 from tributary.platform.airflow_api import AirflowApiClient
 from tributary.storage.embedded import WarehouseLocation, drop_database

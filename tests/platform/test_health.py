@@ -6,6 +6,7 @@ import json
 import socket
 
 import pytest
+
 from tributary.core.errors import PermanentError
 from tributary.platform.health import (
     check_connection,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import psycopg2
 import pytest
+
 from tributary.core.errors import PermanentError
 from tributary.storage import warehouse
 from tributary.storage.embedded import WarehouseLocation, create_database, drop_database
