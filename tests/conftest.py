@@ -28,7 +28,14 @@ os.environ.pop("TRIBUTARY_ALERTING", None)
 
 import pytest  # noqa: E402
 
-from tributary.storage.embedded import WarehouseLocation, drop_database, provision  # noqa: E402
+from tributary.storage.embedded import WarehouseLocation, drop_database, provision, stop_embedded  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_private_postgres() -> Iterator[None]:
+    """Stop pgserver clusters while pytest's logging is still open (not from an atexit hook)."""
+    yield
+    stop_embedded()
 
 
 @pytest.fixture(scope="session")

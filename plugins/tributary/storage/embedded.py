@@ -92,6 +92,13 @@ def start_embedded(data_dir: Path) -> WarehouseLocation:
                              kind="embedded")
 
 
+def stop_embedded() -> None:
+    """Stop the private clusters this process started (they would also stop at interpreter exit)."""
+    while _embedded_servers:
+        _, server = _embedded_servers.popitem()
+        server.cleanup()
+
+
 def provision(state_dir: Path, database: str = "tributary", mode: str | None = None) -> WarehouseLocation:
     """Find or start the warehouse and make sure ``database`` exists in it."""
     mode = mode or os.environ.get("TRIBUTARY_WAREHOUSE", "auto")
