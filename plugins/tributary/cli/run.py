@@ -170,5 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     return supervisor.watch()
 
 
+def run(argv: list[str] | None = None) -> int:
+    from tributary.storage.embedded import stop_embedded
+
+    try:
+        return main(argv)
+    finally:
+        stop_embedded()  # the private warehouse cluster, when one was started
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

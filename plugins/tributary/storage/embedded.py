@@ -94,9 +94,14 @@ def start_embedded(data_dir: Path) -> WarehouseLocation:
 
 def stop_embedded() -> None:
     """Stop the private clusters this process started (they would also stop at interpreter exit)."""
+    import atexit
+
     while _embedded_servers:
         _, server = _embedded_servers.popitem()
         server.cleanup()
+        # pgserver also registered its cleanup with atexit; that second call only logs, but it
+        # would log after pytest (or the run command) closed its streams.
+        atexit.unregister(server._cleanup)
 
 
 def provision(state_dir: Path, database: str = "tributary", mode: str | None = None) -> WarehouseLocation:
