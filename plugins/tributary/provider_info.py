@@ -42,6 +42,25 @@ CONNECTION_TYPES: list[dict[str, Any]] = [
             "placeholders": {"host": "https://hooks.slack.com/services/T000/B000/XXXX"},
         },
     },
+    {
+        "connection-type": "tributary_mlflow",
+        "hook-class-name": "tributary.ml.mlflow_hook.MlflowHook",
+        "hook-name": "Tributary: MLflow",
+        "conn-fields": {
+            "registry_uri": {"label": "Registry URI", "description": "defaults to the tracking URI",
+                             "schema": {"type": ["string", "null"]}},
+            "artifact_location": {"label": "Artifact location",
+                                  "description": "folder or URI for new experiments' artifacts",
+                                  "schema": {"type": ["string", "null"]}},
+            "timeout": {"label": "Timeout (s)", "schema": {"type": ["number", "null"], "default": 30}},
+        },
+        "ui-field-behaviour": {
+            "hidden-fields": ["schema", "port"],
+            "relabeling": {"host": "Tracking URI", "login": "Username (optional)",
+                           "password": "Password or token (optional)"},
+            "placeholders": {"host": "http://mlflow:5000 or sqlite:////path/mlflow.db"},
+        },
+    },
 ]
 
 

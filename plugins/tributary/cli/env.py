@@ -92,6 +92,11 @@ class LocalDeployment:
             "TRIBUTARY_REPORTS_DIR": str(self.reports_dir),
             "TRIBUTARY_INCLUDE_DIR": str(PROJECT_ROOT / "include"),
             "TRIBUTARY_API_URL": self.base_url,
+            # Embedded MLflow: sqlite tracking/registry store and artifact folder inside the deployment.
+            "TRIBUTARY_MLFLOW_URI": env.get("TRIBUTARY_MLFLOW_URI")
+                or f"sqlite:///{self.state_dir / 'mlflow' / 'mlflow.db'}",
+            "TRIBUTARY_MLFLOW_ARTIFACTS": env.get("TRIBUTARY_MLFLOW_ARTIFACTS")
+                or str(self.state_dir / "mlflow" / "artifacts"),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
