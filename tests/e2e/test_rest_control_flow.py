@@ -166,6 +166,16 @@ def test_integration_health_checks_every_connection_and_reports_through_rest(air
         assert cur.fetchone()[0] == report["total"]
 
 
+def test_openlineage_events_are_emitted_for_the_tasks(airflow: Deployment) -> None:
+    path = airflow.log_path.parent / "tributary" / "openlineage" / "events.jsonl"
+    _wait_for(lambda: path.exists() and "integration_health.report" in path.read_text(), 60,
+              "OpenLineage events", airflow.log_path)
+    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    jobs = {(e["job"]["namespace"], e["job"]["name"], e["eventType"]) for e in events}
+    assert ("tributary", "integration_health.report", "COMPLETE") in jobs
+    assert ("tributary", "integration_health.check_connection", "START") in jobs
+
+
 def _events(airflow: Deployment, run_id: str) -> list[tuple]:
     with psycopg2.connect(airflow.warehouse.dsn()) as conn, conn.cursor() as cur:
         cur.execute("SELECT kind, error_class, try_number, alert_status FROM error_events WHERE run_id = %s"

@@ -34,6 +34,19 @@ def write_passwords_file(path: Path) -> Path:
     return path
 
 
+def openlineage_transport(env: dict[str, str], state_dir: Path) -> str:
+    """OpenLineage transport: HTTP to Marquez when ``TRIBUTARY_OPENLINEAGE_URL`` is set, else a local
+    JSON-lines file (``<AIRFLOW_HOME>/tributary/openlineage/events.jsonl``). An explicit
+    ``AIRFLOW__OPENLINEAGE__TRANSPORT`` wins."""
+    if env.get("AIRFLOW__OPENLINEAGE__TRANSPORT"):
+        return env["AIRFLOW__OPENLINEAGE__TRANSPORT"]
+    if env.get("TRIBUTARY_OPENLINEAGE_URL"):
+        return json.dumps({"type": "http", "url": env["TRIBUTARY_OPENLINEAGE_URL"], "endpoint": "api/v1/lineage"})
+    path = state_dir / "openlineage" / "events.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return json.dumps({"type": "file", "log_file_path": str(path), "append": True})
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -123,7 +136,9 @@ class LocalDeployment:
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": env.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
-            "AIRFLOW__OPENLINEAGE__DISABLED": env.get("AIRFLOW__OPENLINEAGE__DISABLED", "True"),
+            "AIRFLOW__OPENLINEAGE__DISABLED": env.get("AIRFLOW__OPENLINEAGE__DISABLED", "False"),
+            "AIRFLOW__OPENLINEAGE__NAMESPACE": env.get("AIRFLOW__OPENLINEAGE__NAMESPACE", "tributary"),
+            "AIRFLOW__OPENLINEAGE__TRANSPORT": openlineage_transport(env, self.state_dir),
         })
         return env
 
