@@ -74,6 +74,8 @@ class Supervisor:
             log.info("started %s (pid %d, log %s)", name, self.children[name].pid, out.name)
 
     def stop(self, timeout: float = 20.0) -> None:
+        if self.stopping:
+            return
         self.stopping = True
         for child in self.children.values():
             if child.poll() is None:
@@ -91,16 +93,15 @@ class Supervisor:
                 os.killpg(child.pid, signal.SIGKILL)
 
     def watch(self) -> int:
-        while not self.stopping:
+        """Block until a component exits (returns 1); a signal interrupts it with StopRequested."""
+        while True:
             for name, child in self.children.items():
                 code = child.poll()
-                if code is not None and not self.stopping:
+                if code is not None:
                     log.error("%s exited with %s; stopping the others (see %s)", name, code,
                               self.log_dir / f"{name}.log")
-                    self.stop()
                     return 1
             time.sleep(0.5)
-        return 0
 
 
 def wait_healthy(base_url: str, supervisor: Supervisor | None = None, timeout: float = 180.0) -> float:
@@ -149,32 +150,49 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     supervisor = Supervisor(env, deployment.home / "logs" / "processes")
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s; stopping Airflow", signal.Signals(signum).name)
-        supervisor.stop()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    supervisor.start(list(COMPONENTS))
     try:
-        seconds = wait_healthy(deployment.base_url, supervisor)
-    except (TimeoutError, RuntimeError) as exc:
-        log.error("%s", exc)
+        supervisor.start(list(COMPONENTS))
+        try:
+            seconds = wait_healthy(deployment.base_url, supervisor)
+        except (TimeoutError, RuntimeError) as exc:
+            log.error("%s", exc)
+            return 1
+        logins = ", ".join(f"{u}/{user_password(u)} ({role})" for u, role in USERS.items())
+        print(f"\nTributary is up in {time.monotonic() - started:.1f}s (API healthy after {seconds:.1f}s)\n"
+              f"  UI and REST API: {deployment.base_url}\n  logins: {logins}\n"
+              f"  AIRFLOW_HOME: {deployment.home}\n  Ctrl-C stops everything.\n", flush=True)
+        return supervisor.watch()
+    except StopRequested as stop:
+        log.info("received %s; stopping Airflow", stop.signal_name)
+        return 0
+    finally:
         supervisor.stop()
-        return 1
-    logins = ", ".join(f"{u}/{user_password(u)} ({role})" for u, role in USERS.items())
-    print(f"\nTributary is up in {time.monotonic() - started:.1f}s (API healthy after {seconds:.1f}s)\n"
-          f"  UI and REST API: {deployment.base_url}\n  logins: {logins}\n"
-          f"  AIRFLOW_HOME: {deployment.home}\n  Ctrl-C stops everything.\n", flush=True)
-    return supervisor.watch()
+
+
+class StopRequested(BaseException):
+    """Raised by the SIGINT/SIGTERM handler so every ``finally`` (children, private DB) runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signal_name = signal.Signals(signum).name
+
+
+def _request_stop(signum: int, _frame: object) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # one stop at a time; a second Ctrl-C waits for it
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise StopRequested(signum)
 
 
 def run(argv: list[str] | None = None) -> int:
     from tributary.storage.embedded import stop_embedded
 
+    signal.signal(signal.SIGINT, _request_stop)
+    signal.signal(signal.SIGTERM, _request_stop)
     try:
         return main(argv)
+    except StopRequested as stop:  # during set-up, before any Airflow process started
+        log.info("received %s during set-up; stopped", stop.signal_name)
+        return 0
     finally:
         stop_embedded()  # the private warehouse cluster, when one was started
 
