@@ -75,6 +75,14 @@ def is_healthy(status: dict[str, Any] | None) -> bool:
                                 for part in ("metadatabase", "scheduler"))
 
 
+def _describe(proc: psutil.Process) -> str:
+    try:
+        words = [w for w in proc.cmdline() if not w.startswith("-")]
+    except psutil.Error:
+        return f"pid {proc.pid}"
+    return f"{proc.pid} " + " ".join(Path(w).name if "/" in w else w for w in words[:3])
+
+
 @dataclass
 class Deployment:
     home: Path
@@ -86,6 +94,10 @@ class Deployment:
     started: float = 0.0  # time.monotonic() just before Popen
     log_path: Path | None = None
     marker: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # After wait_healthy(): seconds from process start until the health endpoint first answered.
+    api_answered: float | None = None
+    # After stop(): (seconds after the SIGTERM until it was gone, process) for each process, slowest first.
+    last_stop: list[tuple[float, str]] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
@@ -115,17 +127,21 @@ class Deployment:
             raise RuntimeError(f"the run command exited with {self.process.returncode} before {what}\n"
                                f"{self.log_tail()}")
 
-    def wait_healthy(self, timeout: float = 240.0, poll: float = 0.1) -> float:
+    def wait_healthy(self, timeout: float = 120.0, poll: float = 0.1) -> float:
         """Seconds from process start until the health endpoint shows metadatabase and scheduler healthy."""
         deadline = self.started + timeout
+        self.api_answered = None
         while time.monotonic() < deadline:
             self._check_alive("Airflow was healthy")
-            if is_healthy(health(self.base_url)):
+            status = health(self.base_url)
+            if status is not None and self.api_answered is None:
+                self.api_answered = time.monotonic() - self.started
+            if is_healthy(status):
                 return time.monotonic() - self.started
             time.sleep(poll)
         raise TimeoutError(f"Airflow at {self.base_url} not healthy after {timeout:.0f}s\n{self.log_tail()}")
 
-    def wait_up(self, timeout: float = 240.0) -> float:
+    def wait_up(self, timeout: float = 120.0) -> float:
         """Seconds from process start until the run command printed "Tributary is up"."""
         assert self.log_path is not None
         deadline = self.started + timeout
@@ -139,7 +155,7 @@ class Deployment:
     def client(self, user: str = "ops") -> AirflowApiClient:
         return AirflowApiClient(self.base_url, user, user, timeout=10)
 
-    def wait_registered(self, dag_ids: list[str], timeout: float = 180.0) -> float:
+    def wait_registered(self, dag_ids: list[str], timeout: float = 60.0) -> float:
         """Wait until the dag-processor has serialized every DAG (``GET /api/v2/dags/<id>`` is 200)."""
         client = self.client()
         started = time.monotonic()
@@ -159,29 +175,41 @@ class Deployment:
                     found.append(proc)
         return found
 
-    def stop(self, timeout: float = 60.0) -> float:
+    def stop(self, timeout: float = 40.0) -> float:
         """SIGTERM to the run command's process group; returns the seconds until every process was gone.
 
         Raises RuntimeError when something had to be killed (the figure would be meaningless).
         """
         if self.process is None:
             return 0.0
+        names = {}
+        for proc in self.processes():
+            with contextlib.suppress(psutil.Error):
+                names[proc.pid] = _describe(proc)
         started = time.monotonic()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGTERM)
         problems = []
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            problems.append(f"the run command did not exit {timeout:.0f}s after SIGTERM")
-        # The components are in their own process groups; give them the rest of the budget to go.
+        gone_after: dict[int, float] = {}
+        # The components are in their own process groups; wait until every process has gone.
         deadline = started + timeout
-        while (left := self.processes()) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            alive = {p.pid for p in self.processes()}
+            now = time.monotonic() - started
+            for pid in names:
+                if pid not in alive:
+                    gone_after.setdefault(pid, now)
+            if not alive and self.process.poll() is not None:
+                break
             time.sleep(0.1)
         elapsed = time.monotonic() - started
+        if self.process.poll() is None:
+            problems.append(f"the run command did not exit {timeout:.0f}s after SIGTERM")
+        self.last_stop = sorted(((gone_after.get(pid, elapsed), name) for pid, name in names.items()),
+                                reverse=True)
         left = self.processes()
         if left:
-            problems.append("left behind: " + ", ".join(f"{p.pid} {' '.join(p.cmdline()[:4])}" for p in left))
+            problems.append("left behind (killed): " + ", ".join(_describe(p) for p in left))
             for proc in left:
                 with contextlib.suppress(psutil.Error):
                     proc.kill()
@@ -193,6 +221,15 @@ class Deployment:
         if problems:
             raise RuntimeError("; ".join(problems) + f"\n{self.log_tail()}")
         return elapsed
+
+    def prepare_seconds(self) -> float | None:
+        """What the run command logged as its preparation time (warehouse, DB migration, settings)."""
+        import re
+
+        if self.log_path is None or not self.log_path.exists():
+            return None
+        match = re.search(r"prepared in ([0-9.]+)s", self.log_path.read_text(errors="replace"))
+        return float(match.group(1)) if match else None
 
     def log_tail(self, chars: int = 3000) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -225,7 +262,7 @@ def temporary_home(prefix: str) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def running(deployment: Deployment, wait_timeout: float = 240.0) -> Iterator[Deployment]:
+def running(deployment: Deployment, wait_timeout: float = 120.0) -> Iterator[Deployment]:
     """Start the deployment, wait for "Tributary is up", yield it; always stop it and drop its database."""
     try:
         deployment.start()
