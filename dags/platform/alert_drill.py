@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task
 
 from tributary.core.defaults import default_args
+from tributary.core.failfast import classified
 
 
 @dag(
@@ -35,16 +36,13 @@ from tributary.core.defaults import default_args
 )
 def platform_alert_drill():
     @task
+    @classified("platform")
     def raise_failure(params: dict | None = None) -> None:
         from tributary.core.errors import DataError, PermanentError, SecurityError, TransientError
-        from tributary.core.failfast import raise_classified
 
         error = {"transient": TransientError, "permanent": PermanentError, "data": DataError,
                  "security": SecurityError}[params["error_class"]]
-        try:
-            raise error(f"{params['message']} ({params['error_class']})", system="platform", reason="drill")
-        except Exception as exc:
-            raise_classified(exc, "platform")
+        raise error(f"{params['message']} ({params['error_class']})", system="platform", reason="drill")
 
     raise_failure()
 

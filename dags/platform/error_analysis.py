@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, get_current_context, task
 
 from tributary.core.defaults import default_args
+from tributary.core.failfast import classified
 
 
 @dag(
@@ -44,27 +45,18 @@ from tributary.core.defaults import default_args
 )
 def error_analysis():
     @task
+    @classified("warehouse")
     def flush_spooled_events() -> int:
         from tributary.core.events import EventStore
-        from tributary.core.failfast import raise_classified
 
-        try:
-            return EventStore().flush_spool()
-        except Exception as exc:
-            raise_classified(exc, "warehouse")
-            raise
+        return EventStore().flush_spool()
 
     @task
+    @classified("warehouse")
     def analyze(params: dict | None = None) -> dict:
-        from tributary.core.failfast import raise_classified
         from tributary.platform.reports import run_error_analysis
 
-        context = get_current_context()
-        try:
-            return run_error_analysis(params, context.get("logical_date"))
-        except Exception as exc:
-            raise_classified(exc, "warehouse")
-            raise
+        return run_error_analysis(params, get_current_context().get("logical_date"))
 
     flush_spooled_events() >> analyze()
 

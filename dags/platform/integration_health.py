@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, get_current_context, task
 
 from tributary.core.defaults import default_args
+from tributary.core.failfast import classified, raise_classified
 
 
 @dag(
@@ -39,19 +40,14 @@ from tributary.core.defaults import default_args
 )
 def integration_health():
     @task
+    @classified("airflow_api")
     def discover_connections(params: dict | None = None) -> list[dict[str, str]]:
-        from tributary.core.failfast import raise_classified
         from tributary.platform.health import discover, restrict
 
-        try:
-            return restrict(discover(), params["connections"])
-        except Exception as exc:
-            raise_classified(exc, "airflow_api")
-            raise
+        return restrict(discover(), params["connections"])
 
     @task(map_index_template="{{ target['conn_id'] }}")
     def check_connection(target: dict[str, str]) -> dict:
-        from tributary.core.failfast import raise_classified
         from tributary.platform.health import check_connection as check
 
         result, error = check(target["conn_id"], target["conn_type"])
@@ -61,18 +57,15 @@ def integration_health():
         return result
 
     @task(trigger_rule="all_done")
+    @classified("platform")
     def report() -> dict:
-        from tributary.core.failfast import raise_classified
         from tributary.platform.health import publish_report, raise_if_unhealthy
 
         ti = get_current_context()["ti"]
         results = ti.xcom_pull(task_ids="check_connection", key="health_result")
         summary = publish_report(ti.run_id, list(results or []))
         ti.xcom_push(key="summary", value=summary)  # readable over REST even when the run fails
-        try:
-            raise_if_unhealthy(summary)
-        except Exception as exc:
-            raise_classified(exc, "platform")
+        raise_if_unhealthy(summary)
         return summary
 
     checks = check_connection.expand(target=discover_connections())
