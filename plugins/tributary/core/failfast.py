@@ -46,10 +46,14 @@ def raise_classified(exc: BaseException, system: str | None = None) -> None:
     ) from exc
 
 
-def classified(system: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+def classified(
+    system: str, translate: Callable[[Exception], BaseException] | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorator for task callables: classify any exception for ``system`` (see module docstring).
 
     Use it under ``@task``: ``@task`` then ``@classified("bitcoin")`` then ``def sync(...)``.
+    ``translate`` first maps a library's exceptions to ours (e.g. MLflow's error codes) when the
+    generic ``classify`` cannot read them.
     """
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
@@ -58,7 +62,7 @@ def classified(system: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
             try:
                 return func(*args, **kwargs)
             except Exception as exc:
-                raise_classified(exc, system)
+                raise_classified(translate(exc) if translate else exc, system)
                 raise  # unreachable: raise_classified always raises
 
         return wrapper

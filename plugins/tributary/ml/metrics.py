@@ -54,7 +54,8 @@ def record_task_metrics(context: Mapping[str, Any], metrics: Mapping[str, float 
     conn = connect(warehouse_conn_id)
     try:
         ensure_schema(conn)
+        map_index = getattr(ti, "map_index", None)
         return record_metrics(conn, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
-                              map_index=getattr(ti, "map_index", -1) or -1, metrics=metrics, tags=tags)
+                              map_index=-1 if map_index is None else map_index, metrics=metrics, tags=tags)
     finally:
         conn.close()

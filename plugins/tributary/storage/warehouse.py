@@ -32,7 +32,8 @@ def migration_files() -> list[Path]:
 
 
 def connect(conn_id: str = WAREHOUSE_CONN_ID) -> Any:
-    """A DB-API connection (psycopg2) built from the Airflow Connection ``conn_id``."""
+    """A DB-API connection built from the Airflow Connection ``conn_id`` by the Postgres provider
+    (psycopg 3 when it is installed, as here; psycopg2 otherwise: callers use the common DB-API)."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
     return PostgresHook(postgres_conn_id=conn_id).get_conn()
@@ -69,7 +70,8 @@ def apply_migrations(conn: Any) -> list[str]:
 
 def ensure_schema(conn: Any) -> None:
     """Apply migrations once per process and database."""
-    key = conn.dsn if hasattr(conn, "dsn") else str(id(conn))
+    info = getattr(conn, "info", None)  # psycopg 3 keeps the DSN on .info, psycopg2 on .dsn
+    key = getattr(conn, "dsn", None) or getattr(info, "dsn", None) or str(id(conn))
     if key in _applied_in_process:
         return
     with _lock:
