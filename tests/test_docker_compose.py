@@ -40,7 +40,7 @@ LONG_RUNNING_AIRFLOW = (
     "airflow-worker",
 )
 AIRFLOW_SERVICES = (INIT_SERVICE, *LONG_RUNNING_AIRFLOW)
-EXPECTED_SERVICES = {"postgres", "redis", "warehouse-init", *AIRFLOW_SERVICES}
+EXPECTED_SERVICES = {"postgres", "redis", "warehouse-init", "mlflow", *AIRFLOW_SERVICES}
 
 PROJECT_MOUNTS = {
     "/opt/airflow/dags": "./dags",
@@ -334,6 +334,7 @@ def test_warehouse_database_is_created_idempotently(services: dict[str, Any]) ->
     service = services["warehouse-init"]
     command = _command_text(service)
     assert "CREATE DATABASE tributary" in command
+    assert "CREATE DATABASE mlflow" in command
     assert "pg_database" in command, "must check for an existing database first"
     assert service["environment"]["PGHOST"] == "postgres"
     assert _depends_on(service) == {"postgres": "service_healthy"}
@@ -473,7 +474,8 @@ def test_file_conforms_to_compose_specification(resolved: dict[str, Any]) -> Non
     spec = validate_with_compose_spec(resolved)
     assert spec.services is not None
     assert set(spec.services) == EXPECTED_SERVICES
-    assert set(spec.volumes or {}) == {"postgres-db", "airflow-logs", "tributary-reports", "airflow-auth"}
+    assert set(spec.volumes or {}) == {
+        "postgres-db", "airflow-logs", "tributary-reports", "airflow-auth", "tributary-data", "mlflow-artifacts"}
 
 
 def test_file_merge_keys_are_accepted_by_compose_spec(resolved_text: str) -> None:
@@ -603,3 +605,15 @@ def test_docker_compose_config_accepts_file() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_mlflow_server_is_the_dags_tracking_server(services: dict[str, Any]) -> None:
+    mlflow = services["mlflow"]
+    command = " ".join(mlflow["command"])
+    assert "server" in command and "@postgres/mlflow" in command and "--serve-artifacts" in command
+    assert _depends_on(mlflow) == {"warehouse-init": "service_completed_successfully"}
+    for name in AIRFLOW_SERVICES:
+        env = services[name]["environment"]
+        assert env["TRIBUTARY_MLFLOW_URI"] == "http://mlflow:5000", name
+        assert env["TRIBUTARY_INCLUDE_DIR"] == "/opt/airflow/include", name
+        assert env["TRIBUTARY_DATA_DIR"] == "/opt/airflow/data", name
