@@ -28,7 +28,8 @@ from tributary.platform.airflow_api import AirflowApiClient
 from tributary.storage.embedded import WarehouseLocation, drop_database
 
 pytestmark = pytest.mark.e2e
-DAG_IDS = ("integration_health", "error_analysis", "platform_alert_drill")
+DAG_IDS = ("integration_health", "error_analysis", "platform_alert_drill", "ml_pipeline_iris",
+           "ml_pipeline_iris_analysis")
 
 
 @dataclass
@@ -71,6 +72,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory, warehouse: WarehouseLocati
     env.update({
         "TRIBUTARY_WAREHOUSE_DB": database,
         "TRIBUTARY_REPORTS_DIR": str(reports),
+        "TRIBUTARY_DATA_DIR": str(tmp_path_factory.mktemp("data")),
         "AIRFLOW_CONN_E2E_ALERT_SINK": json.dumps({"conn_type": "tributary_webhook", "host": sink.url,
                                                     "extra": {"format": "json"}}),
         "AIRFLOW_VAR_TRIBUTARY_ALERTING": json.dumps({
@@ -174,6 +176,40 @@ def test_openlineage_events_are_emitted_for_the_tasks(airflow: Deployment) -> No
     jobs = {(e["job"]["namespace"], e["job"]["name"], e["eventType"]) for e in events}
     assert ("tributary", "integration_health.report", "COMPLETE") in jobs
     assert ("tributary", "integration_health.check_connection", "START") in jobs
+
+
+def test_an_ml_pipeline_runs_end_to_end_with_lineage_and_its_asset_schedules_the_analysis(
+        airflow: Deployment) -> None:
+    ops = airflow.client("ops")
+    run_id, state = _trigger_and_wait(ops, "ml_pipeline_iris", {"partition_date": "2026-03-10"})
+    assert state == "success", airflow.log_tail()
+    assert [t["state"] for t in ops.task_instances("ml_pipeline_iris", run_id)] == ["success"] * 4
+    with psycopg2.connect(airflow.warehouse.dsn()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM ml_dataset_iris WHERE ds = '2026-03-10'")
+        stored = cur.fetchone()[0]
+        cur.execute("SELECT metric FROM ml_metrics WHERE dag_id = 'ml_pipeline_iris' AND run_id = %s", (run_id,))
+        metrics = {row[0] for row in cur.fetchall()}
+    assert 140 <= stored <= 150  # iris has 150 rows, one exact duplicate
+    assert {"rows_in", "rows_out"} <= metrics
+
+    # The stored Parquet Asset schedules the analysis DAG.
+    def analysis_ran() -> bool:
+        runs = ops.request("GET", "/api/v2/dags/ml_pipeline_iris_analysis/dagRuns").json()["dag_runs"]
+        return any(r["state"] == "success" for r in runs)
+
+    _wait_for(analysis_ran, 180, "the Asset-triggered analysis run", airflow.log_path)
+
+    # OpenLineage: the store step reads its staging input and writes the table and the Parquet dataset.
+    path = airflow.log_path.parent / "tributary" / "openlineage" / "events.jsonl"
+    _wait_for(lambda: "ml_pipeline_iris.store" in path.read_text(), 60, "store lineage", airflow.log_path)
+    completes = [e for e in map(json.loads, path.read_text().splitlines())
+                 if e["job"]["name"] == "ml_pipeline_iris.store" and e["eventType"] == "COMPLETE"]
+    outputs = {o["name"] for o in completes[-1]["outputs"]}
+    assert any(name.endswith(".public.ml_dataset_iris") for name in outputs), outputs
+    assert any("datasets/iris" in name for name in outputs), outputs
+    collect = [e for e in map(json.loads, path.read_text().splitlines())
+               if e["job"]["name"] == "ml_pipeline_iris.collect" and e["eventType"] == "COMPLETE"]
+    assert any(i["name"].endswith("iris.csv") for i in collect[-1]["inputs"])
 
 
 def _events(airflow: Deployment, run_id: str) -> list[tuple]:

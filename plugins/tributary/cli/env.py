@@ -104,6 +104,7 @@ class LocalDeployment:
             "TRIBUTARY_STATE_DIR": str(self.state_dir),
             "TRIBUTARY_REPORTS_DIR": str(self.reports_dir),
             "TRIBUTARY_INCLUDE_DIR": str(PROJECT_ROOT / "include"),
+            "TRIBUTARY_DATA_DIR": env.get("TRIBUTARY_DATA_DIR") or str(PROJECT_ROOT / "data"),
             "TRIBUTARY_API_URL": self.base_url,
             # Embedded MLflow: sqlite tracking/registry store and artifact folder inside the deployment.
             "TRIBUTARY_MLFLOW_URI": env.get("TRIBUTARY_MLFLOW_URI")
