@@ -65,11 +65,11 @@ class Supervisor:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = False
 
-    def start(self, names: list[str]) -> None:
+    def start(self, commands: dict[str, list[str]]) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for name in names:
+        for name, command in commands.items():
             out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
-            self.children[name] = subprocess.Popen(COMPONENTS[name], env=self.env, stdout=out,
+            self.children[name] = subprocess.Popen(command, env=self.env, stdout=out,
                                                    stderr=subprocess.STDOUT, start_new_session=True)
             log.info("started %s (pid %d, log %s)", name, self.children[name].pid, out.name)
 
@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-server-ports", type=int, nargs=2, default=None, metavar=("WORKER", "TRIGGERER"),
                         help="ports of the task and triggerer log servers (default 8793 8794)")
     parser.add_argument("--settings", type=Path, default=PROJECT_ROOT / "airflow_settings.yaml")
+    parser.add_argument("--mlflow-ui", type=int, nargs="?", const=5000, default=None, metavar="PORT",
+                        help="also serve the MLflow UI on the embedded store (default port 5000)")
     parser.add_argument("--prepare-only", action="store_true", help="set up everything, start nothing")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -151,15 +153,21 @@ def main(argv: list[str] | None = None) -> int:
 
     supervisor = Supervisor(env, deployment.home / "logs" / "processes")
     try:
-        supervisor.start(list(COMPONENTS))
+        commands = dict(COMPONENTS)
+        if args.mlflow_ui:
+            from tributary.cli.mlflow_ui import server_command
+
+            commands["mlflow-ui"] = server_command(env, host="127.0.0.1", port=args.mlflow_ui)
+        supervisor.start(commands)
         try:
             seconds = wait_healthy(deployment.base_url, supervisor)
         except (TimeoutError, RuntimeError) as exc:
             log.error("%s", exc)
             return 1
         logins = ", ".join(f"{u}/{user_password(u)} ({role})" for u, role in USERS.items())
+        mlflow_line = f"  MLflow UI: http://127.0.0.1:{args.mlflow_ui}\n" if args.mlflow_ui else ""
         print(f"\nTributary is up in {time.monotonic() - started:.1f}s (API healthy after {seconds:.1f}s)\n"
-              f"  UI and REST API: {deployment.base_url}\n  logins: {logins}\n"
+              f"  UI and REST API: {deployment.base_url}\n{mlflow_line}  logins: {logins}\n"
               f"  AIRFLOW_HOME: {deployment.home}\n  Ctrl-C stops everything.\n", flush=True)
         return supervisor.watch()
     except StopRequested as stop:
