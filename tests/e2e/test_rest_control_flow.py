@@ -192,6 +192,15 @@ def test_an_ml_pipeline_runs_end_to_end_with_lineage_and_its_asset_schedules_the
     assert 140 <= stored <= 150  # iris has 150 rows, one exact duplicate
     assert {"rows_in", "rows_out"} <= metrics
 
+    # The same metrics in the embedded MLflow store, one MLflow run for the DAG run.
+    from mlflow import MlflowClient
+
+    store = airflow.log_path.parent / "tributary" / "mlflow" / "mlflow.db"
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name("pipeline_iris")
+    [mlflow_run] = client.search_runs([experiment.experiment_id], f"tags.airflow_run_id = '{run_id}'")
+    assert mlflow_run.data.metrics["store.rows_out"] == stored
+
     # The stored Parquet Asset schedules the analysis DAG.
     def analysis_ran() -> bool:
         runs = ops.request("GET", "/api/v2/dags/ml_pipeline_iris_analysis/dagRuns").json()["dag_runs"]

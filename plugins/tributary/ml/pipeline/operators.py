@@ -102,13 +102,17 @@ class PipelineStepOperator(BaseOperator):
     def _record_metrics(self, context: Any) -> None:
         if len(self.metrics) <= 1:  # nothing but the duration: the step failed before doing anything
             return
-        from tributary.ml.metrics import record_task_metrics
+        from tributary.ml.metrics import mirror_to_mlflow, record_task_metrics
 
         tags = {"pipeline": self.pipeline, "step": self.step, "partition": self.metrics_partition}
         try:
             record_task_metrics(context, self.metrics, tags=tags, warehouse_conn_id=self.warehouse_conn_id)
         except Exception as exc:  # metrics must not hide the step's own outcome
             log.warning("could not record metrics %s: %s", self.metrics, exc)
+        try:
+            mirror_to_mlflow(context, self.metrics, experiment=f"pipeline_{self.pipeline}", tags=tags)
+        except Exception as exc:  # the warehouse copy above is the record; MLflow is a view on it
+            log.warning("could not mirror metrics to MLflow: %s", exc)
 
     def progress(self, message: str) -> None:
         self.log.info("%s: %s", self.pipeline, message)
