@@ -63,10 +63,31 @@ def test_rerunning_a_date_replaces_the_parquet_partition(tmp_path: Path, load: A
     assert whole.num_rows == 3 and set(whole.column("ds").to_pylist()) == {"2026-02-28", "2026-03-01"}
 
 
-def test_rerunning_a_date_upserts_table_rows_and_removes_vanished_ones(
-        tmp_path: Path, load: Any, sensor_spec: Any, dataset_table: Any, pg: Any) -> None:
+def _make_plain(pg: Any, table: str) -> None:
+    """Re-create ``table`` unpartitioned (a user's own table, or one from before migration 003)."""
+    with pg.cursor() as cur:
+        cur.execute(f"CREATE TABLE {table}_plain (LIKE {table} INCLUDING DEFAULTS, PRIMARY KEY (ds, record_key))")
+        cur.execute(f"DROP TABLE {table}")
+        cur.execute(f"ALTER TABLE {table}_plain RENAME TO {table}")
+    pg.commit()
+
+
+def _tables_like(pg: Any, prefix: str) -> list[str]:
+    with pg.cursor() as cur:
+        cur.execute("SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') AND relname LIKE %s ORDER BY relname",
+                    (prefix + "%",))
+        names = [row[0] for row in cur.fetchall()]
+    pg.commit()
+    return names
+
+
+@pytest.mark.parametrize("layout", ["partitioned", "plain"])
+def test_rerunning_a_date_replaces_table_rows_and_removes_vanished_ones(
+        tmp_path: Path, load: Any, sensor_spec: Any, dataset_table: Any, pg: Any, layout: str) -> None:
     spec = load(sensor_spec())
     table = dataset_table(spec)
+    if layout == "plain":
+        _make_plain(pg, table)
     conn = connect()
     try:
         check_table(conn, spec.as_dict())
@@ -89,6 +110,42 @@ def test_rerunning_a_date_upserts_table_rows_and_removes_vanished_ones(
     pg.commit()
     assert [(r[0], r[1], r[2]) for r in rows] == [(2, 12.0, "run-3"), (3, 13.0, "run-3"), (4, 14.0, "run-3")]
     assert str(rows[0][3]) == "2026-03-01" and rows[0][4] is True and rows[0][5] == "alpha"
+    if layout == "partitioned":  # one child table per date, nothing left over from the swaps
+        assert _tables_like(pg, table) == [table, f"{table}_p20260301", f"{table}_p20260302"]
+
+
+def test_a_failed_load_keeps_the_stored_partition(
+        tmp_path: Path, load: Any, sensor_spec: Any, dataset_table: Any, pg: Any) -> None:
+    spec = load(sensor_spec())
+    table = dataset_table(spec)
+    conn = connect()
+    try:
+        load_table(conn, spec.as_dict(), _processed(tmp_path / "a.parquet", spec, [1, 2, 3]), "2026-03-01", "run-1")
+        with pytest.raises(Exception, match="duplicate key|unique"):  # two rows with one key: the PK build fails
+            load_table(conn, spec.as_dict(), _processed(tmp_path / "b.parquet", spec, [5, 5]), "2026-03-01", "run-2")
+    finally:
+        conn.close()
+    assert _count(pg, table, "2026-03-01") == 3
+    assert _tables_like(pg, table) == [table, f"{table}_p20260301"]
+
+
+def test_the_migration_partitions_a_plain_table_and_keeps_its_rows(
+        tmp_path: Path, load: Any, sensor_spec: Any, dataset_table: Any, pg: Any) -> None:
+    spec = load(sensor_spec())
+    table = dataset_table(spec)
+    _make_plain(pg, table)
+    conn = connect()
+    try:
+        for day, ids in (("2026-03-01", [1, 2, 3]), ("2026-03-02", [4])):
+            load_table(conn, spec.as_dict(), _processed(tmp_path / f"{day}.parquet", spec, ids), day, "run-1")
+    finally:
+        conn.close()
+    with pg.cursor() as cur:
+        cur.execute("SELECT tributary_partition_by_ds(%s)", (table,))
+        cur.execute("SELECT tributary_partition_by_ds(%s)", (table,))  # a second call changes nothing
+    pg.commit()
+    assert _tables_like(pg, table) == [table, f"{table}_p20260301", f"{table}_p20260302"]
+    assert _count(pg, table, "2026-03-01") == 3 and _count(pg, table) == 4
 
 
 def test_a_missing_table_is_a_permanent_error_with_the_ddl(load: Any, sensor_spec: Any, pg: Any) -> None:
@@ -117,3 +174,7 @@ def test_default_pipeline_tables_come_from_the_migration(pg: Any) -> None:
                     + [(n, pg_types[t]) for n, t in output_columns(spec.as_dict())]
                     + [("run_id", "text"), ("loaded_at", "timestamp with time zone")])
         assert columns == expected, spec.table
+        with pg.cursor() as cur:
+            cur.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (spec.table,))
+            assert cur.fetchone()[0] == "p", f"{spec.table} is not partitioned by ds"
+        pg.commit()

@@ -210,7 +210,7 @@ class FileSource(Source):
     def _read_parquet(self, path: Path) -> Iterator[pa.RecordBatch]:
         import pyarrow.parquet as pq
 
-        file = pq.ParquetFile(str(path))
+        file = pq.ParquetFile(str(path), pre_buffer=False)  # bounded memory: see staging.iter_batches
         missing = [c for c in self.columns if c not in file.schema_arrow.names]
         if missing:
             raise DataError(f"{path.name} lacks column(s) {missing}", system="ml", reason="missing_columns")

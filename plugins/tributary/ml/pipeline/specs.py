@@ -529,7 +529,9 @@ def render_ddl(spec: Mapping[str, Any]) -> str:
               "    PRIMARY KEY (ds, record_key)"]
     summary = (spec.get("description") or "").strip().splitlines()[:1] or [""]
     return (f"-- ml_pipeline_{spec['name']}: {summary[0][:100]}\n"
-            f"CREATE TABLE IF NOT EXISTS {spec['storage']['table']} (\n" + ",\n".join(lines) + "\n);\n")
+            "-- One partition per logical date; the store step swaps a date's partition in whole.\n"
+            f"CREATE TABLE IF NOT EXISTS {spec['storage']['table']} (\n" + ",\n".join(lines)
+            + "\n) PARTITION BY LIST (ds);\n")
 
 
 def main(argv: list[str] | None = None) -> int:
