@@ -292,7 +292,7 @@ class StepTimers:
         self.wrap(processing, "fill_missing", "process.fill_missing")
         self.wrap(processing, "add_features", "process.features")
         self.wrap(pacsv, "write_csv", "store.csv_encode")
-        self.wrap(storage, "_copy", "store.copy_to_staging")
+        self.wrap(storage, "_copy", "store.copy")
         self.wrap(storage, "load_table", "store.load_table")
         self.wrap(storage, "replace_partition", "store.parquet_partition")
         for name, label in (("record_task_metrics", "metrics.warehouse"), ("mirror_to_mlflow", "metrics.mlflow")):
@@ -672,8 +672,8 @@ def report_size(rows: int, figures: dict[str, Any]) -> None:
           flush=True)
     inner = dict(figures["inner"])
     if "store.load_table" in inner:
-        inner["store.upsert+delete+read (rest of load_table)"] = (
-            inner.pop("store.load_table") - inner.get("store.csv_encode", 0) - inner.get("store.copy_to_staging", 0))
+        inner["store.index+swap+read (rest of load_table)"] = (
+            inner.pop("store.load_table") - inner.get("store.csv_encode", 0) - inner.get("store.copy", 0))
     parts = ", ".join(f"{key} {value:.1f} s" for key, value in inner.items() if value >= 0.05)
     print(f"  inside the steps: {parts}", flush=True)
 

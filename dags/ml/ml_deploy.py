@@ -14,7 +14,12 @@ smoke-tests it with real HTTP requests and rolls back when the smoke test fails.
    within `latency_budget_ms`. **On failure** the promotion made by this run is rolled back
    (`champion` -> previous version), the endpoint is stopped and the task fails (permanent error,
    alert). A champion promoted earlier is not rolled back by a later run.
-4. `stop_endpoint` (teardown, runs whatever happened): stops the endpoint unless `keep_running`.
+4. `announce_champion`: after a promotion that passed its smoke test, emits the Asset
+   `ml_model_champion` (`ml_batch_score` re-scores with the new champion); skips otherwise.
+5. `stop_endpoint` (teardown, runs whatever happened): stops the endpoint unless `keep_running`.
+
+**Scheduled on the Asset** `ml_model_challenger`, which `ml_train_register` emits when a new
+version beats the champion; trigger it by hand (or over REST) to re-check or re-serve.
 
 Every step is idempotent: a retry finds its promotion, its endpoint and its rollback.
 
@@ -25,9 +30,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, dag
+from airflow.sdk import Param, dag, get_current_context, task
 
 from tributary.core.defaults import default_args
+from tributary.ml.models.assets import challenger_asset, champion_asset
 from tributary.ml.models.operators import (
     PromoteChallengerOperator,
     SmokeTestOperator,
@@ -40,7 +46,7 @@ MODEL_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$"
 
 @dag(
     dag_id="ml_deploy",
-    schedule=None,
+    schedule=challenger_asset(),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -80,12 +86,23 @@ def ml_deploy():
         rows="{{ params.smoke_rows }}",
         latency_budget_ms="{{ params.latency_budget_ms }}",
     )
+
+    @task(outlets=[champion_asset()])
+    def announce_champion(promotion: dict, params: dict | None = None) -> dict:
+        """The promoted champion passed its smoke test: ml_batch_score scores with it (skips otherwise)."""
+        from tributary.ml.models.assets import announce_alias
+
+        return announce_alias(get_current_context(), "champion", model_name=params["model_name"],
+                              version=promotion.get("champion"), changed=bool(promotion.get("promoted")),
+                              why=promotion.get("reason") or "nothing promoted")
+
     stop = StopEndpointOperator(
         task_id="stop_endpoint",
         model_name="{{ params.model_name }}",
         keep_running="{{ params.keep_running }}",
     )
-    promote >> serve >> smoke >> stop.as_teardown(setups=serve)
+    announced = announce_champion(promote.output)
+    promote >> serve >> smoke >> announced >> stop.as_teardown(setups=serve)
 
 
 ml_deploy()

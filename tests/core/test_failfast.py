@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, TaskDeferred
 
 from tributary.core.errors import DataError, ErrorClass, PermanentError, SecurityError, TransientError
 from tributary.core.failfast import ClassifiedFailure, classified, raise_classified
@@ -47,3 +47,19 @@ def test_classified_decorator_passes_results_and_classifies_failures() -> None:
         forged()
     assert info.value.classification.error_class is ErrorClass.SECURITY
     assert "signature does not verify" in str(info.value)
+
+
+@pytest.mark.parametrize("exc", [AirflowSkipException("no champion yet"),
+                                 TaskDeferred(trigger=None, method_name="resume")])
+def test_airflow_control_flow_passes_unclassified(exc: BaseException) -> None:
+    with pytest.raises(type(exc)) as caught:
+        raise_classified(exc, "ml")
+    assert caught.value is exc
+
+    @classified("ml")
+    def task_body() -> None:
+        raise exc
+
+    with pytest.raises(type(exc)) as caught:
+        task_body()
+    assert caught.value is exc

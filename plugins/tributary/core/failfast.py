@@ -12,12 +12,22 @@ import functools
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import (
+    AirflowFailException,
+    AirflowRescheduleException,
+    AirflowSkipException,
+    DownstreamTasksSkipped,
+    TaskDeferred,
+)
 
 from tributary.core.errors import Classification, TransientError, TributaryError, classify
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+# Not failures: what a task raises to tell Airflow to skip, defer or reschedule it.
+CONTROL_FLOW = (AirflowSkipException, AirflowRescheduleException, DownstreamTasksSkipped, TaskDeferred)
 
 
 class ClassifiedFailure(AirflowFailException):
@@ -30,8 +40,11 @@ class ClassifiedFailure(AirflowFailException):
 
 
 def raise_classified(exc: BaseException, system: str | None = None) -> None:
-    """Re-raise ``exc`` so that Airflow retries it only when it is transient."""
-    if isinstance(exc, ClassifiedFailure):
+    """Re-raise ``exc`` so that Airflow retries it only when it is transient.
+
+    Airflow's control flow (skip, defer, reschedule) and failures already classified pass unchanged.
+    """
+    if isinstance(exc, (ClassifiedFailure, *CONTROL_FLOW)):
         raise exc
     classification = classify(exc)
     if isinstance(exc, TributaryError) and exc.system:

@@ -6,6 +6,8 @@ from datetime import date
 
 import pytest
 
+from tributary.core.errors import PermanentError
+
 
 @pytest.fixture(scope="module")
 def champion(lifecycle) -> str:
@@ -118,3 +120,11 @@ def test_score_date_comes_from_the_param_then_the_logical_date_then_the_run(life
     assert resolve_score_date(None, context) == date(2026, 3, 1)
     manual = {"logical_date": None, "dag_run": SimpleNamespace(run_after=context["dag_run"].run_after)}
     assert resolve_score_date("", manual) == date(2026, 3, 1)
+    # Asset-triggered: the stored partition of the triggering event wins over the logical date ...
+    assert resolve_score_date(None, context, partition="2026-02-27") == date(2026, 2, 27)
+    assert resolve_score_date("2026-05-06", context, partition="2026-02-27") == date(2026, 5, 6)
+    # ... and a run without one (a new champion) scores the newest stored partition.
+    assert resolve_score_date(None, manual, newest=lambda: ["2026-02-28"]) == date(2026, 2, 28)
+    assert resolve_score_date(None, manual, newest=lambda: [None]) == date(2026, 3, 1)
+    with pytest.raises(PermanentError, match="not YYYY-MM-DD"):
+        resolve_score_date("yesterday", context)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
+# The DAGs default to the pipeline's table (tests/e2e covers that chain); these runs use sklearn's copy.
+SKLEARN = {"kind": "sklearn", "dataset": "breast_cancer"}
 
 
 def _dag(dag_id: str):
@@ -23,11 +25,12 @@ def test_train_register_then_batch_score_run_end_to_end(lifecycle, project_dags,
     from tributary.ml.models.registry import aliases, version_tags
 
     name = lifecycle.unique_name("e2e")
-    run = _dag("ml_train_register").test(run_conf={"model_name": name, "grid": {"C": [0.5, 2.0]}})
+    run = _dag("ml_train_register").test(run_conf={"model_name": name, "source": SKLEARN, "grid": {"C": [0.5, 2.0]}})
 
-    assert _task_states(run) == {("open_training_run", -1): "success", ("expand_grid", -1): "success",
-                                 ("train", 0): "success", ("train", 1): "success",
-                                 ("gate_and_register", -1): "success"}
+    assert _task_states(run) == {("resolve_source", -1): "success", ("open_training_run", -1): "success",
+                                 ("expand_grid", -1): "success", ("train", 0): "success", ("train", 1): "success",
+                                 ("gate_and_register", -1): "success", ("announce_champion", -1): "success",
+                                 ("announce_challenger", -1): "skipped"}
     assert run.state == "success"
     assert sorted(ti.rendered_map_index for ti in run.get_task_instances() if ti.task_id == "train") == [
         'logistic_regression {"C": 0.5}', 'logistic_regression {"C": 2.0}']
@@ -45,7 +48,7 @@ def test_train_register_then_batch_score_run_end_to_end(lifecycle, project_dags,
     assert counts["gate_and_register"] >= 5
     assert counts["train"] == 2 * 9  # two grid points, cv mean/std + holdout for three metrics
 
-    scored = _dag("ml_batch_score").test(run_conf={"model_name": name, "score_date": "2026-02-02"})
+    scored = _dag("ml_batch_score").test(run_conf={"model_name": name, "source": SKLEARN, "score_date": "2026-02-02"})
     assert scored.state == "success"
     with pg.cursor() as cur:
         cur.execute("SELECT count(*), min(model_version), max(run_id) FROM ml_predictions"
@@ -58,8 +61,8 @@ def test_a_rejected_candidate_is_a_successful_run_that_records_the_decision(life
 
     name = lifecycle.unique_name("e2e_gate")
     dag = _dag("ml_train_register")
-    dag.test(run_conf={"model_name": name, "grid": {"C": [1.0]}})
-    run = dag.test(run_conf={"model_name": name, "grid": {"C": [1e-5]}, "thresholds": {}})
+    dag.test(run_conf={"model_name": name, "source": SKLEARN, "grid": {"C": [1.0]}})
+    run = dag.test(run_conf={"model_name": name, "source": SKLEARN, "grid": {"C": [1e-5]}, "thresholds": {}})
 
     assert run.state == "success"
     assert aliases(client, name) == {"champion": "1"}
@@ -87,7 +90,8 @@ def test_deploy_promotes_serves_smoke_tests_and_stops_the_endpoint(lifecycle, pr
                                            "latency_budget_ms": 5000.0})
 
     assert _task_states(run) == {("promote", -1): "success", ("serve", -1): "success",
-                                 ("smoke_test", -1): "success", ("stop_endpoint", -1): "success"}
+                                 ("smoke_test", -1): "success", ("announce_champion", -1): "success",
+                                 ("stop_endpoint", -1): "success"}
     assert aliases(client, name) == {"champion": "2", "previous-champion": "1"}
     assert version_tags(client, name, "2")["tributary.smoke.status"] == "passed"
     assert serving.current(name) is None  # keep_running false: the teardown stopped it

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tributary.core.errors import PermanentError
+from tributary.core.errors import DataError, PermanentError
 from tributary.ml.models.datasets import (
     LabelledData,
     ParquetSource,
@@ -74,6 +74,13 @@ def test_a_hive_partitioned_parquet_folder_is_read_in_batches_without_partition_
     assert len(day.load()) == 50
     assert [len(b) for b in day.iter_batches(20)] == [20, 20, 10]
     assert source.lineage() == ("file", str(tmp_path.resolve()))
+    # One snapshot to train on: the newest partition, unless a filter or the trigger names one.
+    dated = ParquetSource(path=str(tmp_path), key="id", target="target", partition_column="ds")
+    assert dated.partitions() == ["2026-01-01", "2026-01-02"]
+    assert dict(dated.pinned().filters) == {"ds": "2026-01-02"}
+    assert dict(dated.pinned("2026-01-01").filters) == {"ds": "2026-01-01"}
+    assert dated.with_filters(ds="2026-01-01").pinned() == dated.with_filters(ds="2026-01-01")
+    assert source.pinned() is source  # no partition column: the whole source
 
 
 def test_a_warehouse_table_is_streamed_with_numeric_columns_as_floats(pg, warehouse) -> None:
@@ -97,3 +104,26 @@ def test_a_warehouse_table_is_streamed_with_numeric_columns_as_floats(pg, wareho
     assert len(source.with_filters(ds="2026-01-02").load()) == 3
     assert source.lineage() == (f"postgres://{warehouse.host}:{warehouse.port}",
                                 f"{warehouse.database}.public.ml_test_source")
+
+    dated = source_from_spec({"kind": "postgres", "table": "ml_test_source", "key": "record_key",
+                              "target": "label", "partition_column": "ds"})
+    assert dated.partitions() == ["2026-01-01", "2026-01-02"]
+    newest = dated.pinned()
+    assert dict(newest.filters) == {"ds": "2026-01-02"} and len(newest.load()) == 3
+    data = LabelledData.load(newest)
+    assert data.features == ["width cm", "colour"]  # the partition column is not a feature
+
+
+def test_a_partitioned_source_with_nothing_stored_is_a_data_error(pg) -> None:
+    with pg.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS ml_test_empty")
+        cur.execute("CREATE TABLE ml_test_empty (record_key text, ds date, x float8, label int)")
+    pg.commit()
+    empty = source_from_spec({"kind": "postgres", "table": "ml_test_empty", "key": "record_key",
+                              "target": "label", "partition_column": "ds"})
+    with pytest.raises(DataError, match="no partitions stored yet"):
+        empty.pinned()
+    missing = source_from_spec({"kind": "postgres", "table": "ml_test_never_created", "key": "record_key",
+                                "target": "label", "partition_column": "ds"})
+    with pytest.raises(DataError, match="does not exist"):
+        missing.pinned()

@@ -121,7 +121,7 @@ def test_a_failed_load_keeps_the_stored_partition(
     conn = connect()
     try:
         load_table(conn, spec.as_dict(), _processed(tmp_path / "a.parquet", spec, [1, 2, 3]), "2026-03-01", "run-1")
-        with pytest.raises(Exception, match="duplicate key|unique"):  # two rows with one key: the PK build fails
+        with pytest.raises(Exception, match=r"duplicate key|unique"):  # two rows with one key: the PK build fails
             load_table(conn, spec.as_dict(), _processed(tmp_path / "b.parquet", spec, [5, 5]), "2026-03-01", "run-2")
     finally:
         conn.close()

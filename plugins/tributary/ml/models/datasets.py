@@ -37,6 +37,11 @@ SPLIT_SALT = "tributary-holdout-v1"
 HOLDOUT_PERCENT = 25
 SKLEARN_DATASETS = ("breast_cancer", "wine", "iris")
 DEFAULT_SOURCE: dict[str, Any] = {"kind": "sklearn", "dataset": "breast_cancer"}
+# The table ml_pipeline_breast_cancer stores (validated, deduplicated, one partition per date): the
+# default of the ml_* DAGs, so the lifecycle runs on what the data pipeline delivered.
+PIPELINE_SOURCE: dict[str, Any] = {"kind": "postgres", "table": "public.ml_dataset_breast_cancer",
+                                   "key": "record_key", "target": "target", "exclude": ["run_id", "loaded_at"],
+                                   "partition_column": "ds"}
 # JSON schema of the ``source`` param (the Trigger form and the REST API check it before a run exists).
 SOURCE_PARAM_SCHEMA: dict[str, Any] = {
     "required": ["kind"],
@@ -131,7 +136,33 @@ class DatasetSource(ABC):
             yield frame.iloc[start:start + batch_size]
 
     def non_feature_columns(self) -> set[str]:
-        return {self.key, *([self.target] if self.target else []), *self.exclude}
+        return {self.key, *([self.target] if self.target else []), *self.exclude,
+                *([self.partition_column] if self.partition_column else [])}
+
+    # ------------------------------------------------------------------ partitions
+    def partitions(self) -> list[str]:
+        """Values of ``partition_column`` present (after the other filters), oldest first."""
+        return []
+
+    def pinned(self, partition: str | None = None) -> DatasetSource:
+        """One partition of a partitioned source: ``partition``, else the one ``filters`` names, else the newest.
+
+        A model is trained and judged on one snapshot: every date of a pipeline's table holds its
+        own copy of the rows, so reading all of them would repeat each key once per date.
+        """
+        column = self.partition_column
+        if not column:
+            return self
+        if partition is None:
+            named = dict(self.filters).get(column)
+            if named is not None:
+                return self
+            stored = self.partitions()
+            if not stored:
+                raise DataError(f"{self.name}: no partitions stored yet (column {column!r}); run the pipeline that "
+                                "fills it first", system="ml", reason="partition_missing")
+            partition = stored[-1]
+        return self.with_filters(**{column: str(partition)})
 
     def feature_columns(self, frame: pd.DataFrame) -> list[str]:
         features = [c for c in frame.columns if c not in self.non_feature_columns()]
@@ -203,11 +234,13 @@ class ParquetSource(DatasetSource):
             raise DataError(f"{self.name}: no such file or folder", system="ml", reason="source_missing")
         return ds.dataset(self.path, format="parquet", partitioning="hive")
 
-    def _filter(self) -> Any:
+    def _filter(self, without: str | None = None) -> Any:
         import pyarrow.dataset as ds
 
         expression = None
         for column, value in self.filters:
+            if column == without:
+                continue
             term = ds.field(column) == value
             expression = term if expression is None else expression & term
         return expression
@@ -217,6 +250,15 @@ class ParquetSource(DatasetSource):
         partitioning = getattr(dataset, "partitioning", None)
         partition_names = set(partitioning.schema.names) if partitioning is not None else set()
         return super().non_feature_columns() | partition_names
+
+    def partitions(self) -> list[str]:
+        import pyarrow.compute as pc
+
+        column = self.partition_column
+        if not column:
+            return []
+        table = self._dataset().to_table(columns=[column], filter=self._filter(without=column))
+        return sorted({str(v) for v in pc.unique(table.column(column)).to_pylist() if v is not None})
 
     def load(self) -> pd.DataFrame:
         import pandas as pd
@@ -254,13 +296,40 @@ class PostgresSource(DatasetSource):
     def _own_spec(self) -> dict[str, Any]:
         return {"table": self.table, "conn_id": self.conn_id}
 
+    def _where(self, without: str | None = None) -> tuple[str, list[Any]]:
+        filters = [(column, value) for column, value in self.filters if column != without]
+        if not filters:
+            return "", []
+        return (" WHERE " + " AND ".join(f"{_quote_identifier(column)} = %s" for column, _ in filters),
+                [value for _, value in filters])
+
     def _query(self) -> tuple[str, list[Any]]:
         # The table matched _IDENTIFIER and columns are quoted, so nothing here is injectable.
-        query = f"SELECT * FROM {'.'.join(_quote_identifier(p) for p in self.table.split('.'))}"
-        values = [value for _, value in self.filters]
-        if self.filters:
-            query += " WHERE " + " AND ".join(f"{_quote_identifier(column)} = %s" for column, _ in self.filters)
+        where, values = self._where()
+        query = f"SELECT * FROM {'.'.join(_quote_identifier(p) for p in self.table.split('.'))}{where}"
         return f"{query} ORDER BY {_quote_identifier(self.key)}", values
+
+    def partitions(self) -> list[str]:
+        from tributary.storage.warehouse import connect
+
+        column = self.partition_column
+        if not column:
+            return []
+        where, values = self._where(without=column)
+        table = ".".join(_quote_identifier(p) for p in self.table.split("."))
+        conn = connect(self.conn_id)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"SELECT DISTINCT {_quote_identifier(column)} FROM {table}{where}", values)
+                return sorted(str(row[0]) for row in cur.fetchall() if row[0] is not None)
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) == "42P01":  # undefined_table
+                raise DataError(f"{self.name}: table {self.table} does not exist (has its pipeline run yet?)",
+                                system="ml", reason="source_missing") from exc
+            raise
+        finally:
+            conn.rollback()
+            conn.close()
 
     def load(self) -> pd.DataFrame:
         import pandas as pd

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -448,16 +448,26 @@ class BatchScoreOperator(ModelLifecycleOperator):
         self.batch_size = batch_size
 
     def perform(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from tributary.ml.models import registry
+        from tributary.ml.models.assets import triggering_partition
         from tributary.ml.models.datasets import source_from_spec
         from tributary.ml.models.scoring import TABLE, score_to_warehouse
 
-        day = resolve_score_date(self.score_date, context)
         source = source_from_spec(self.source)
+        day = resolve_score_date(self.score_date, context, partition=triggering_partition(context),
+                                 newest=lambda: source.partitions()[-1:] or [None])
         if source.partition_column:
             source = source.with_filters(**{source.partition_column: day.isoformat()})
         _, client = self.connect()
+        if getattr(context.get("dag_run"), "run_type", None) == "asset_triggered" and \
+                registry.aliases(client, self.model_name).get(ALIAS_CHAMPION) is None:
+            # New data arrived before any model passed the gate: nothing to score with, nothing wrong.
+            raise AirflowSkipException(f"{self.model_name} has no champion yet; {source.name} {day} not scored")
         version = registry.require_champion(client, self.model_name)
+        self.log.info("scoring %s %s with models:/%s@champion (version %s)", source.name, day, self.model_name,
+                      version)
         self._lineage_inputs = [source.lineage(), self.model_lineage(f"models/{self.model_name}/{version}")]
         self._lineage_outputs = [warehouse_table(self.warehouse_conn_id, TABLE)]
         result = score_to_warehouse(model_name=self.model_name, model_version=version,
@@ -469,8 +479,11 @@ class BatchScoreOperator(ModelLifecycleOperator):
         return result.to_dict()
 
 
-def resolve_score_date(value: Any, context: Mapping[str, Any]) -> date:
-    """The explicit ``value``, else the logical date, else the date the run was due (manual runs)."""
+def resolve_score_date(value: Any, context: Mapping[str, Any], *, partition: str | None = None,
+                       newest: Callable[[], list[str | None]] | None = None) -> date:
+    """Which date to score, in this order: the explicit ``value``; the ``partition`` of the Asset event
+    that triggered the run; the run's logical date; the ``newest`` stored partition (runs without a
+    logical date, e.g. triggered by a new champion); the date the run was due."""
     from tributary.core.errors import PermanentError
 
     if isinstance(value, datetime):
@@ -483,7 +496,12 @@ def resolve_score_date(value: Any, context: Mapping[str, Any]) -> date:
         except ValueError as exc:
             raise PermanentError(f"score_date {value!r} is not YYYY-MM-DD", system="ml",
                                  reason="config:score_date") from exc
-    for candidate in (context.get("logical_date"), getattr(context.get("dag_run"), "run_after", None)):
-        if candidate is not None:
-            return candidate.date()
-    return datetime.now().date()
+    if partition:
+        return date.fromisoformat(str(partition)[:10])
+    if context.get("logical_date") is not None:
+        return context["logical_date"].date()
+    stored = newest() if newest else [None]
+    if stored and stored[0]:
+        return date.fromisoformat(str(stored[0])[:10])
+    run_after = getattr(context.get("dag_run"), "run_after", None)
+    return run_after.date() if run_after is not None else datetime.now().date()

@@ -7,8 +7,10 @@ Both are keyed by the logical date (``ds``), and re-running a date replaces what
 * PostgreSQL: tables are ``PARTITION BY LIST (ds)``; the rows are streamed with ``COPY`` into a
   fresh table, indexed, and swapped in for the date's old partition in one transaction. A plain
   (unpartitioned) table still works: ``COPY`` into a temporary staging table, upsert on
-  ``(ds, record_key)``, delete the rows of that ``ds`` the new load no longer has. The table comes from a migration (``include/sql/ml/NNN_*.sql``); a missing or
-  incomplete table is a permanent error whose message carries the DDL to add.
+  ``(ds, record_key)``, delete the rows of that ``ds`` the new load no longer has.
+
+The table comes from a migration (``include/sql/ml/NNN_*.sql``); a missing or incomplete table is a
+permanent error whose message carries the DDL to add.
 """
 
 from __future__ import annotations
