@@ -1,0 +1,1 @@
+"""Local test doubles ("devnets") for systems whose real server cannot be installed here."""
