@@ -61,6 +61,32 @@ CONNECTION_TYPES: list[dict[str, Any]] = [
             "placeholders": {"host": "http://mlflow:5000 or sqlite:////path/mlflow.db"},
         },
     },
+    {
+        "connection-type": "tributary_bitcoin",
+        "hook-class-name": "tributary.bitcoin.hook.BitcoinCoreHook",
+        "hook-name": "Tributary: Bitcoin Core",
+        "conn-fields": {
+            "network": {
+                "label": "Network",
+                "description": "chain the node must be on (checked by Test): main, test, testnet4, signet, regtest",
+                "schema": {"type": ["string", "null"],
+                           "enum": ["main", "test", "testnet4", "signet", "regtest", None]},
+            },
+            "wallet": {"label": "Wallet", "description": "default wallet: calls go to /wallet/<name>",
+                       "schema": {"type": ["string", "null"]}},
+            "cookie_file": {"label": "Cookie file",
+                            "description": "path of bitcoind's .cookie, used when RPC user is empty",
+                            "schema": {"type": ["string", "null"]}},
+            "timeout": {"label": "Timeout (s)", "schema": {"type": ["number", "null"], "default": 30}},
+        },
+        "ui-field-behaviour": {
+            "hidden-fields": ["schema"],
+            "relabeling": {"host": "RPC host or URL", "port": "RPC port", "login": "RPC user (optional)",
+                           "password": "RPC password (optional)"},
+            "placeholders": {"host": "127.0.0.1 or http://bitcoind:18443", "port": "18443 (regtest), 8332 (main)",
+                             "login": "empty: use the cookie file"},
+        },
+    },
 ]
 
 
