@@ -9,3 +9,5 @@ RUN pip install --no-cache-dir -r /opt/tributary/requirements.txt
 COPY --chown=airflow:0 pyproject.toml /opt/tributary/pyproject.toml
 COPY --chown=airflow:0 plugins /opt/tributary/plugins
 RUN pip install --no-cache-dir --no-deps -e /opt/tributary
+# The regtest devnet (a test double of bitcoind) for the compose file's bitcoin-devnet service.
+COPY --chown=airflow:0 devnets /opt/tributary/devnets

@@ -40,7 +40,7 @@ LONG_RUNNING_AIRFLOW = (
     "airflow-worker",
 )
 AIRFLOW_SERVICES = (INIT_SERVICE, *LONG_RUNNING_AIRFLOW)
-EXPECTED_SERVICES = {"postgres", "redis", "warehouse-init", "mlflow", *AIRFLOW_SERVICES}
+EXPECTED_SERVICES = {"postgres", "redis", "warehouse-init", "mlflow", "bitcoin-devnet", *AIRFLOW_SERVICES}
 
 PROJECT_MOUNTS = {
     "/opt/airflow/dags": "./dags",
@@ -475,7 +475,8 @@ def test_file_conforms_to_compose_specification(resolved: dict[str, Any]) -> Non
     assert spec.services is not None
     assert set(spec.services) == EXPECTED_SERVICES
     assert set(spec.volumes or {}) == {
-        "postgres-db", "airflow-logs", "tributary-reports", "airflow-auth", "tributary-data", "mlflow-artifacts"}
+        "postgres-db", "airflow-logs", "tributary-reports", "airflow-auth", "tributary-data", "mlflow-artifacts",
+        "bitcoin-devnet"}
 
 
 def test_file_merge_keys_are_accepted_by_compose_spec(resolved_text: str) -> None:
@@ -617,3 +618,15 @@ def test_mlflow_server_is_the_dags_tracking_server(services: dict[str, Any]) -> 
         assert env["TRIBUTARY_MLFLOW_URI"] == "http://mlflow:5000", name
         assert env["TRIBUTARY_INCLUDE_DIR"] == "/opt/airflow/include", name
         assert env["TRIBUTARY_DATA_DIR"] == "/opt/airflow/data", name
+
+
+def test_bitcoin_devnet_service_backs_the_bitcoin_connection(services: dict[str, Any]) -> None:
+    devnet = services["bitcoin-devnet"]
+    assert devnet["entrypoint"] == ["python", "-m", "devnets.bitcoin"] and devnet["working_dir"] == "/opt/tributary"
+    command = " ".join(devnet["command"])
+    assert "--rpcport=18443" in command and "--rpcbind=0.0.0.0" in command and "--datadir=/bitcoin" in command
+    for name in AIRFLOW_SERVICES:
+        env = services[name]["environment"]
+        assert env["TRIBUTARY_BITCOIN_HOST"] == "bitcoin-devnet" and env["TRIBUTARY_BITCOIN_PORT"] == "18443", name
+        assert f"--rpcuser={env['TRIBUTARY_BITCOIN_USER']}" in command, name
+        assert f"--rpcpassword={env['TRIBUTARY_BITCOIN_PASSWORD']}" in command, name

@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devnets.bitcoin", description=__doc__)
     parser.add_argument("--datadir", required=True, type=Path)
     parser.add_argument("--rpcport", type=int, default=18443)
+    parser.add_argument("--rpcbind", default="127.0.0.1",
+                        help="address to listen on (0.0.0.0 in a container; a devnet has no business on a LAN)")
     parser.add_argument("--rpcuser")
     parser.add_argument("--rpcpassword")
     args = parser.parse_args(argv)
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         cookie.write_text(f"{user}:{password}")
         os.chmod(cookie, 0o600)
     # Listen first and answer -28 (warming up) while the chain loads, as bitcoind does.
-    server = RPCServer(args.rpcport, None, user, password)
+    server = RPCServer(args.rpcport, None, user, password, host=args.rpcbind)
     stopping = threading.Event()
 
     def stop(_signum: int, _frame: object) -> None:
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         node = Node(datadir)
         server.node = node
         if not stopping.is_set():
-            print(f"bitcoin devnet ready on 127.0.0.1:{server.server_address[1]}", flush=True)
+            print(f"bitcoin devnet ready on {args.rpcbind}:{server.server_address[1]}", flush=True)
         while serving.is_alive():
             serving.join(0.2)
     finally:

@@ -29,8 +29,8 @@ class RPCServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, port: int, node: Node | None, user: str, password: str):
-        super().__init__(("127.0.0.1", port), RPCHandler)
+    def __init__(self, port: int, node: Node | None, user: str, password: str, host: str = "127.0.0.1"):
+        super().__init__((host, port), RPCHandler)
         self.node = node
         self.expected_auth = base64.b64encode(f"{user}:{password}".encode()).decode()
         self.lock = threading.RLock()  # the node is single-threaded, like Core's cs_main

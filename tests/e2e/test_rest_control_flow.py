@@ -87,7 +87,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory, warehouse: WarehouseLocati
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "tributary.cli.run", "--home", str(home), "--port", str(port),
-             "--log-server-ports", str(free_port()), str(free_port())],
+             "--log-server-ports", str(free_port()), str(free_port()), "--bitcoin-port", str(free_port())],
             cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     location = WarehouseLocation(warehouse.host, warehouse.port, warehouse.login, database, warehouse.kind)
     deployment = Deployment(f"http://127.0.0.1:{port}", process, log_path, reports, location, sink)
@@ -162,14 +162,27 @@ def test_integration_health_checks_every_connection_and_reports_through_rest(air
     assert state == "success", airflow.log_tail()
     report = ops.xcom("integration_health", run_id, "report")
     by_id = {r["conn_id"]: r for r in report["results"]}
-    # the two from airflow_settings.yaml and the AIRFLOW_CONN_* sink: found without naming them
-    assert {"tributary_warehouse", "tributary_airflow_api", "e2e_alert_sink"} <= set(by_id)
+    # those from airflow_settings.yaml (the bitcoin one is the devnet the run command started) and the
+    # AIRFLOW_CONN_* sink: found without naming them
+    assert {"tributary_warehouse", "tributary_airflow_api", "tributary_bitcoin", "e2e_alert_sink"} <= set(by_id)
+    assert "chain regtest, height" in by_id["tributary_bitcoin"]["message"], by_id["tributary_bitcoin"]
     assert all(r["ok"] for r in report["results"]) and report["unhealthy"] == []
     checks = [t for t in ops.task_instances("integration_health", run_id) if t["task_id"] == "check_connection"]
     assert len(checks) == report["total"] and {t["state"] for t in checks} == {"success"}
     with psycopg2.connect(airflow.warehouse.dsn()) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM integration_health WHERE run_id = %s AND ok", (run_id,))
         assert cur.fetchone()[0] == report["total"]
+
+
+def test_the_connection_test_button_reaches_the_bitcoin_devnet(airflow: Deployment) -> None:
+    ops = airflow.client("ops")
+    connection = ops.request("GET", "/api/v2/connections/tributary_bitcoin").json()
+    assert connection["conn_type"] == "tributary_bitcoin"
+    result = ops.request("POST", "/api/v2/connections/test", json=connection).json()
+    assert result["status"] is True and "chain regtest, height" in result["message"], result
+    wrong = {**connection, "extra": json.dumps({**json.loads(connection["extra"]), "network": "main"})}
+    result = ops.request("POST", "/api/v2/connections/test", json=wrong).json()
+    assert result["status"] is False and "regtest" in result["message"], result
 
 
 def test_openlineage_events_are_emitted_for_the_tasks(airflow: Deployment) -> None:

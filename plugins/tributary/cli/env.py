@@ -119,6 +119,9 @@ class LocalDeployment:
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(self.parallelism),
             "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            # The Connection form's Test button (and POST /api/v2/connections/test): off by default in
+            # Airflow 3 because a test runs hook code on the api-server; on for a developer machine.
+            "AIRFLOW__CORE__TEST_CONNECTION": env.get("AIRFLOW__CORE__TEST_CONNECTION", "Enabled"),
             "AIRFLOW__CORE__AUTH_MANAGER":
                 "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in USERS.items()),

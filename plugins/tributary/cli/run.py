@@ -2,7 +2,8 @@
 
     python -m tributary.cli.run [--port 8080] [--home PATH] [--prepare-only]
 
-Starts api-server, scheduler, dag-processor and triggerer (LocalExecutor, SQLite metadata DB by
+Starts the devnets (``tributary.cli.devnets``: local test doubles of servers that cannot run here),
+then api-server, scheduler, dag-processor and triggerer (LocalExecutor, SQLite metadata DB by
 default), each in its own process group, and stops all of them on Ctrl-C / SIGTERM or when any one
 exits. The same topology runs under Celery in docker-compose.yaml.
 """
@@ -19,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from tributary.cli.devnets import LocalDevnets
 from tributary.cli.env import PROJECT_ROOT, USERS, LocalDeployment, user_password
 
 log = logging.getLogger("tributary.run")
@@ -69,7 +71,8 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name, command in commands.items():
             out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
-            self.children[name] = subprocess.Popen(command, env=self.env, stdout=out,
+            # cwd: the project root, where ``python -m devnets.<system>`` finds the devnets package.
+            self.children[name] = subprocess.Popen(command, env=self.env, stdout=out, cwd=PROJECT_ROOT,
                                                    stderr=subprocess.STDOUT, start_new_session=True)
             log.info("started %s (pid %d, log %s)", name, self.children[name].pid, out.name)
 
@@ -135,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", type=Path, default=PROJECT_ROOT / "airflow_settings.yaml")
     parser.add_argument("--mlflow-ui", type=int, nargs="?", const=5000, default=None, metavar="PORT",
                         help="also serve the MLflow UI on the embedded store (default port 5000)")
+    parser.add_argument("--bitcoin-port", type=int, default=None,
+                        help="RPC port of the bitcoin regtest devnet (default 18443, or a free one if taken); "
+                             "not started when TRIBUTARY_BITCOIN_HOST names a real node")
     parser.add_argument("--prepare-only", action="store_true", help="set up everything, start nothing")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -147,25 +153,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.dags_folder:
         deployment.dags_folder = args.dags_folder.resolve()
     started = time.monotonic()
-    env = prepare(deployment, args.settings, deployment.environ())
+    env = deployment.environ()
+    devnets = LocalDevnets.plan(deployment.state_dir, env, args.bitcoin_port)
+    env.update(devnets.environ())
+    env = prepare(deployment, args.settings, env)
     if args.prepare_only:
         return 0
 
     supervisor = Supervisor(env, deployment.home / "logs" / "processes")
     try:
-        commands = dict(COMPONENTS)
+        commands = {**devnets.commands(), **COMPONENTS}
         if args.mlflow_ui:
             from tributary.cli.mlflow_ui import server_command
 
             commands["mlflow-ui"] = server_command(env, host="127.0.0.1", port=args.mlflow_ui)
         supervisor.start(commands)
         try:
+            peers = devnets.bootstrap()
             seconds = wait_healthy(deployment.base_url, supervisor)
         except (TimeoutError, RuntimeError) as exc:
             log.error("%s", exc)
             return 1
         logins = ", ".join(f"{u}/{user_password(u)} ({role})" for u, role in USERS.items())
         mlflow_line = f"  MLflow UI: http://127.0.0.1:{args.mlflow_ui}\n" if args.mlflow_ui else ""
+        mlflow_line += "".join(f"  {peer}\n" for peer in peers + [f"external {e}" for e in devnets.external])
         print(f"\nTributary is up in {time.monotonic() - started:.1f}s (API healthy after {seconds:.1f}s)\n"
               f"  UI and REST API: {deployment.base_url}\n{mlflow_line}  logins: {logins}\n"
               f"  AIRFLOW_HOME: {deployment.home}\n  Ctrl-C stops everything.\n", flush=True)

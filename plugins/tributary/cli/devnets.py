@@ -1,0 +1,142 @@
+"""Local peers the run command starts for systems whose real server cannot run here (test doubles).
+
+Each devnet lives in ``devnets/<system>`` (with a README saying what it implements) and runs as one
+more supervised process. It is skipped when the deployment points at a real server instead:
+
+* Bitcoin: ``devnets/bitcoin`` (Core's JSON-RPC on regtest). ``TRIBUTARY_BITCOIN_HOST`` set means
+  a real bitcoind: nothing is started and ``airflow_settings.yaml`` builds the Connection from the
+  ``TRIBUTARY_BITCOIN_*`` variables. Otherwise the devnet keeps its chain under
+  ``<AIRFLOW_HOME>/tributary/bitcoin`` (it survives restarts), authenticates with a cookie file like
+  a local bitcoind, and gets a ``tributary`` wallet with 101 mined blocks on its first start, so the
+  settlement DAG has coins to spend.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tributary.cli.env import PROJECT_ROOT
+
+log = logging.getLogger("tributary.run")
+BITCOIN_WALLET = "tributary"
+BITCOIN_DEFAULT_PORT = 18443  # bitcoind's regtest RPC port
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class BitcoinDevnet:
+    datadir: Path
+    port: int
+
+    @property
+    def cookie_file(self) -> Path:
+        return self.datadir / "regtest" / ".cookie"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "devnets.bitcoin", "--datadir", str(self.datadir), "--rpcport", str(self.port)]
+
+    def environ(self) -> dict[str, str]:
+        return {"TRIBUTARY_BITCOIN_PORT": str(self.port), "TRIBUTARY_BITCOIN_COOKIE": str(self.cookie_file),
+                "TRIBUTARY_BITCOIN_NETWORK": "regtest", "TRIBUTARY_BITCOIN_WALLET": BITCOIN_WALLET}
+
+    def _rpc(self, method: str, *params: Any, wallet: str | None = None) -> Any:
+        import requests
+
+        user, _, password = self.cookie_file.read_text().strip().partition(":")
+        url = self.url + (f"/wallet/{wallet}" if wallet else "/")
+        body = {"jsonrpc": "2.0", "id": method, "method": method, "params": list(params)}
+        answer = requests.post(url, json=body, auth=(user, password), timeout=30).json()
+        if answer.get("error"):
+            raise RuntimeError(f"bitcoin devnet {method}: {answer['error']}")
+        return answer["result"]
+
+    def bootstrap(self, timeout: float = 60.0) -> str:
+        """Wait for the node, then make sure the ``tributary`` wallet exists, is loaded and has coins."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                height = int(self._rpc("getblockcount"))
+                break
+            except Exception as exc:  # not up yet: no cookie, connection refused, -28 warming up
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"bitcoin devnet on {self.url} not ready after {timeout:.0f}s: {exc}") from exc
+                time.sleep(0.3)
+        if BITCOIN_WALLET not in self._rpc("listwallets"):
+            known = {w.get("name") for w in self._rpc("listwalletdir").get("wallets", [])}
+            self._rpc("loadwallet" if BITCOIN_WALLET in known else "createwallet", BITCOIN_WALLET)
+        if height < 101:
+            address = self._rpc("getnewaddress", wallet=BITCOIN_WALLET)
+            self._rpc("generatetoaddress", 101 - height, address)
+            height = 101
+        balance = self._rpc("getbalances", wallet=BITCOIN_WALLET)["mine"]["trusted"]
+        return f"bitcoin devnet (regtest) on {self.url}: height {height}, wallet {BITCOIN_WALLET} {balance} BTC"
+
+
+@dataclass
+class LocalDevnets:
+    """The devnets of one deployment: their environment, their commands, their first-start set-up."""
+
+    bitcoin: BitcoinDevnet | None = None
+    external: list[str] = field(default_factory=list)
+
+    @classmethod
+    def plan(cls, state_dir: Path, env: dict[str, str], bitcoin_port: int | None = None) -> LocalDevnets:
+        devnets = cls()
+        if env.get("TRIBUTARY_BITCOIN_HOST"):
+            devnets.external.append(f"bitcoin: {env['TRIBUTARY_BITCOIN_HOST']}")
+        else:
+            port = bitcoin_port or BITCOIN_DEFAULT_PORT
+            if not bitcoin_port and not port_is_free(port):
+                port = _free_port()
+                log.warning("port %d is taken; the bitcoin devnet listens on %d", BITCOIN_DEFAULT_PORT, port)
+            devnets.bitcoin = BitcoinDevnet(state_dir / "bitcoin", port)
+        return devnets
+
+    def environ(self) -> dict[str, str]:
+        return self.bitcoin.environ() if self.bitcoin else {}
+
+    def commands(self) -> dict[str, list[str]]:
+        return {"bitcoin-devnet": self.bitcoin.command()} if self.bitcoin else {}
+
+    def bootstrap(self) -> list[str]:
+        return [self.bitcoin.bootstrap()] if self.bitcoin else []
+
+
+def main() -> int:  # python -m tributary.cli.devnets: the devnets a run command would start, as JSON
+    import os
+
+    from tributary.cli.env import LocalDeployment
+
+    devnets = LocalDevnets.plan(LocalDeployment().state_dir, dict(os.environ))
+    print(json.dumps({"commands": devnets.commands(), "environ": devnets.environ(), "external": devnets.external,
+                      "project_root": str(PROJECT_ROOT)}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
