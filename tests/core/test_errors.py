@@ -193,3 +193,15 @@ def test_builtin_network_errors_are_transient() -> None:
     assert classify(TimeoutError()).error_class is ErrorClass.TRANSIENT
     assert classify(ConnectionResetError()).error_class is ErrorClass.TRANSIENT
     assert classify(socket.gaierror(-2, "Name or service not known")).error_class is ErrorClass.TRANSIENT
+
+
+def test_a_missing_connection_is_permanent() -> None:
+    from airflow.sdk import BaseHook
+
+    try:
+        BaseHook.get_connection("tributary_no_such_connection")
+    except Exception as exc:  # AirflowNotFoundException, from whichever module Airflow raises it
+        classification = classify(exc)
+    else:
+        raise AssertionError("the Connection should not exist")
+    assert classification.error_class is ErrorClass.PERMANENT and classification.reason == "config:not_found"

@@ -211,6 +211,9 @@ def classify(exc: BaseException) -> Classification:
         return _classification(ErrorClass.TRANSIENT, "airflow:execution_timeout")
     if "AirflowFailException" in short:
         return _classification(ErrorClass.PERMANENT, "airflow:fail")
+    # A Connection or Variable that does not exist will not appear by retrying the task.
+    if "AirflowNotFoundException" in short:
+        return _classification(ErrorClass.PERMANENT, "config:not_found")
 
     # requests / httpx: the response status decides; transport errors are transient.
     if module.startswith(("requests", "urllib3", "httpx", "aiohttp")):

@@ -1,0 +1,153 @@
+"""
+### Bitcoin: mempool
+
+Every 5 minutes: a snapshot of the node's mempool, fee-rate estimates, and the status of watched
+transactions. See docs/bitcoin-watch.md.
+
+1. `register_watches`: txids in `watch_txids` are added to `btc_watched_txs` (status `unseen` until
+   found; `watch_label` labels them), txids in `unwatch_txids` are removed. A malformed txid is
+   refused when the run is created (typed param, pattern `^[0-9a-f]{64}$`).
+2. `snapshot_mempool`: `getrawmempool true` -> `btc_mempool_snapshots` (tx count, total vsize, total
+   fee, min/max and vsize-weighted fee-rate percentiles, fee-rate histogram), one row per run.
+3. `estimate_fees`: `estimatesmartfee` for each of `fee_targets` (`fee_estimate_mode`) ->
+   `btc_fee_estimates` (sat/vB; a target without an estimate is stored with the node's errors).
+4. `track_watched_txs`: each watched tx not yet `final_confirmations` deep is looked up:
+   `unseen` -> `mempool` -> `confirmed` (with confirmations and block); gone from the mempool
+   unconfirmed -> `replaced` when another transaction spends one of the inputs recorded when it was
+   first seen (`replaced_by`), else `dropped`. Reorgs move confirmed transactions back.
+
+Failures are classified (node or database unreachable -> transient and retried; bad conf ->
+permanent; malformed node answers -> data). Every write is an upsert keyed by (chain, run id) or
+(chain, txid): re-running a run replaces its rows.
+
+* **Params**: `watch_txids`, `watch_label`, `unwatch_txids`, `fee_targets`, `fee_estimate_mode`,
+  `final_confirmations`, `scan_blocks`, `chain_label`, `conn_id`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from tributary.bitcoin.mempool import DEFAULT_FEE_TARGETS, TXID_PATTERN
+from tributary.core.defaults import default_args
+from tributary.core.failfast import classified
+
+TXIDS = {"type": "array", "items": {"type": "string", "pattern": TXID_PATTERN}, "uniqueItems": True,
+         "maxItems": 1000}
+
+
+@dag(
+    dag_id="bitcoin_mempool",
+    schedule="*/5 * * * *",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["bitcoin", "mempool", "fees"],
+    doc_md=__doc__,
+    render_template_as_native_obj=True,
+    default_args=default_args("bitcoin", retries=3, retry_delay=timedelta(seconds=10),
+                              max_retry_delay=timedelta(minutes=2), execution_timeout=timedelta(minutes=10)),
+    params={
+        "watch_txids": Param([], **TXIDS, description="Txids (64 lowercase hex) to start watching."),
+        "watch_label": Param(None, type=["null", "string"], maxLength=200,
+                             description="Label stored with the txids of `watch_txids`."),
+        "unwatch_txids": Param([], **TXIDS, description="Txids to stop watching."),
+        "fee_targets": Param(list(DEFAULT_FEE_TARGETS), type="array", minItems=1, maxItems=20, uniqueItems=True,
+                             items={"type": "integer", "minimum": 1, "maximum": 1008},
+                             description="estimatesmartfee confirmation targets (blocks)."),
+        "fee_estimate_mode": Param("conservative", type="string", enum=["conservative", "economical"]),
+        "final_confirmations": Param(6, type="integer", minimum=1, maximum=10_000,
+                                     description="Confirmed this deep: no longer checked."),
+        "scan_blocks": Param(144, type="integer", minimum=1, maximum=2016,
+                             description="Recent blocks searched for a conflicting spend of a vanished tx."),
+        "chain_label": Param(None, type=["null", "string"], pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+                             description="Stored `chain` value. Null: the node's chain name (main, regtest...)."),
+        "conn_id": Param("tributary_bitcoin", type="string", pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+                         description="Connection of the Bitcoin Core node."),
+    },
+)
+def bitcoin_mempool():
+    @task
+    @classified("bitcoin")
+    def register_watches(params: dict | None = None) -> dict:
+        from tributary.bitcoin.hook import BitcoinCoreHook
+        from tributary.bitcoin.mempool import add_watches, chain_name, remove_watches
+        from tributary.storage.warehouse import connect, ensure_schema
+
+        chain = chain_name(BitcoinCoreHook(params["conn_id"]), params["chain_label"])
+        with connect() as conn:
+            ensure_schema(conn)
+            added = add_watches(conn, chain=chain, txids=params["watch_txids"], label=params["watch_label"])
+            removed = remove_watches(conn, chain=chain, txids=params["unwatch_txids"])
+        print(f"{chain}: {added} txid(s) newly watched, {removed} removed")
+        return {"chain": chain, "added": added, "removed": removed}
+
+    @task
+    @classified("bitcoin")
+    def snapshot_mempool(registered: dict, params: dict | None = None) -> dict:
+        from datetime import UTC
+        from datetime import datetime as dt
+
+        from tributary.bitcoin.hook import BitcoinCoreHook
+        from tributary.bitcoin.mempool import store_snapshot, summarize_mempool
+        from tributary.storage.warehouse import connect
+
+        hook = BitcoinCoreHook(params["conn_id"])
+        taken_at = dt.now(UTC)
+        tip_hash = hook.get_best_block_hash()
+        snapshot = summarize_mempool(hook.get_raw_mempool(verbose=True))
+        tip_height = int(hook.get_block_header(tip_hash)["height"])
+        with connect() as conn:
+            store_snapshot(conn, chain=registered["chain"], key=get_current_context()["run_id"], snapshot=snapshot,
+                           taken_at=taken_at, tip_height=tip_height, tip_hash=tip_hash)
+        print(f"mempool at tip {tip_height}: {snapshot.tx_count} txs, {snapshot.vsize_total} vB,"
+              f" {snapshot.fee_total} sat, median {snapshot.percentiles[2]} sat/vB")
+        return {"tx_count": snapshot.tx_count, "vsize_total": snapshot.vsize_total, "fee_total": snapshot.fee_total}
+
+    @task
+    @classified("bitcoin")
+    def estimate_fees(registered: dict, params: dict | None = None) -> dict:
+        from datetime import UTC
+        from datetime import datetime as dt
+
+        from tributary.bitcoin.hook import BitcoinCoreHook
+        from tributary.bitcoin.mempool import estimate_fees as estimate
+        from tributary.bitcoin.mempool import store_fee_estimates
+        from tributary.storage.warehouse import connect
+
+        estimates = estimate(BitcoinCoreHook(params["conn_id"]), params["fee_targets"], params["fee_estimate_mode"])
+        with connect() as conn:
+            store_fee_estimates(conn, chain=registered["chain"], key=get_current_context()["run_id"],
+                                estimates=estimates, estimated_at=dt.now(UTC))
+        for e in estimates:
+            print(f"target {e.conf_target}: {e.feerate_sat_vb if e.feerate_sat_vb is not None else e.errors} sat/vB")
+        return {str(e.conf_target): str(e.feerate_sat_vb) if e.feerate_sat_vb is not None else None
+                for e in estimates}
+
+    @task
+    @classified("bitcoin")
+    def track_watched_txs(registered: dict, params: dict | None = None) -> dict:
+        from tributary.bitcoin.hook import BitcoinCoreHook
+        from tributary.bitcoin.mempool import track_watched
+        from tributary.storage.warehouse import connect
+
+        with connect() as conn:
+            report = track_watched(BitcoinCoreHook(params["conn_id"]), conn, chain=registered["chain"],
+                                   final_confirmations=params["final_confirmations"],
+                                   scan_blocks=params["scan_blocks"])
+        for t in report.transitions:
+            print(f"{t['txid']}: {t['from']} -> {t['to']}"
+                  + (f" by {t['replaced_by']}" if t["replaced_by"] else "")
+                  + (f" ({t['confirmations']} conf)" if t["to"] == "confirmed" else ""))
+        print(f"{report.checked} watched tx(s) checked: {report.statuses}")
+        return {"checked": report.checked, "statuses": report.statuses, "transitions": report.transitions}
+
+    registered = register_watches()
+    snapshot = snapshot_mempool(registered)
+    estimate_fees(registered)
+    snapshot >> track_watched_txs(registered)
+
+
+bitcoin_mempool()
