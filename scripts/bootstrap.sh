@@ -35,3 +35,21 @@ if [ "$(cat "$VENV/.tributary-stamp" 2>/dev/null || true)" != "$want" ]; then
   "$VENV/bin/uv" pip install --python "$VENV/bin/python" --compile-bytecode --quiet --no-deps -e "$ROOT"
   echo "$want" > "$VENV/.tributary-stamp"
 fi
+
+# Node packages of the devnets and the contract build (pinned by their package-lock.json): `npm ci`
+# when a lock changed since the last install. Needs Node.js 20 and npm (the registry is reachable).
+for lock in "$ROOT/package-lock.json" "$ROOT"/devnets/*/package-lock.json; do
+  [ -f "$lock" ] || continue
+  dir="$(dirname "$lock")"
+  npm_stamp="$(cat "$lock" "$dir/package.json" | sha256sum | cut -d' ' -f1)"
+  if [ "$(cat "$dir/node_modules/.tributary-stamp" 2>/dev/null || true)" != "$npm_stamp" ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+      echo "error: npm is required for $dir (install Node.js 20 and npm)" >&2
+      exit 1
+    fi
+    rel="${dir#"$ROOT"}"
+    echo "bootstrap: npm ci in ./${rel#/}"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$npm_stamp" > "$dir/node_modules/.tributary-stamp"
+  fi
+done

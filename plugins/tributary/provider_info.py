@@ -87,6 +87,28 @@ CONNECTION_TYPES: list[dict[str, Any]] = [
                              "login": "empty: use the cookie file"},
         },
     },
+    {
+        "connection-type": "tributary_stacks",
+        "hook-class-name": "tributary.stacks.hook.StacksHook",
+        "hook-name": "Tributary: Stacks node",
+        "conn-fields": {
+            "network": {
+                "label": "Network",
+                "description": "mainnet or testnet: tx version, chain id, address version (checked by Test)",
+                "schema": {"type": ["string", "null"], "enum": ["mainnet", "testnet", None], "default": "testnet"},
+            },
+            "chain_id": {"label": "Chain id (optional)", "description": "override, e.g. 0x80000000",
+                         "schema": {"type": ["string", "null"]}},
+            "fee": {"label": "Default fee (micro-STX)", "schema": {"type": ["integer", "null"], "default": 10000}},
+            "timeout": {"label": "Timeout (s)", "schema": {"type": ["number", "null"], "default": 30}},
+        },
+        "ui-field-behaviour": {
+            "hidden-fields": ["schema", "login"],
+            "relabeling": {"host": "Node RPC URL", "port": "RPC port", "password": "Sender private key (hex)"},
+            "placeholders": {"host": "http://127.0.0.1:20443", "port": "20443",
+                             "password": "66 hex chars ending in 01 (compressed key)"},
+        },
+    },
 ]
 
 

@@ -9,6 +9,9 @@ more supervised process. It is skipped when the deployment points at a real serv
   ``<AIRFLOW_HOME>/tributary/bitcoin`` (it survives restarts), authenticates with a cookie file like
   a local bitcoind, and gets a ``tributary`` wallet with 101 mined blocks on its first start, so the
   settlement DAG has coins to spend.
+* Stacks: ``devnets/stacks`` (the Clarity simnet behind the stacks-core node RPC). Skipped when
+  ``TRIBUTARY_STACKS_URL`` is set; listens on ``--stacks-port`` (default 20443, the node's RPC port).
+  Its chain lives in memory: a restart starts from the devnet's genesis.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from tributary.cli.env import PROJECT_ROOT
 log = logging.getLogger("tributary.run")
 BITCOIN_WALLET = "tributary"
 BITCOIN_DEFAULT_PORT = 18443  # bitcoind's regtest RPC port
+STACKS_DEFAULT_PORT = 20443  # stacks-core's RPC port
 
 
 def port_is_free(port: int) -> bool:
@@ -98,33 +102,79 @@ class BitcoinDevnet:
 
 
 @dataclass
+class StacksDevnet:
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return ["node", str(PROJECT_ROOT / "devnets" / "stacks" / "server.mjs"), "--host", "127.0.0.1",
+                "--port", str(self.port)]
+
+    def environ(self) -> dict[str, str]:
+        return {"TRIBUTARY_STACKS_URL": self.url}
+
+    def bootstrap(self, timeout: float = 90.0) -> str:
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                info = requests.get(f"{self.url}/v2/info", timeout=5).json()
+                return (f"stacks devnet (simnet) on {self.url}: network {info.get('network_id')}, "
+                        f"stacks tip {info.get('stacks_tip_height')}")
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"stacks devnet on {self.url} not ready after {timeout:.0f}s: {exc}") from exc
+                time.sleep(0.3)
+
+
+def _port(requested: int | None, default: int, name: str) -> int:
+    if requested:
+        return requested
+    if port_is_free(default):
+        return default
+    port = _free_port()
+    log.warning("port %d is taken; the %s devnet listens on %d", default, name, port)
+    return port
+
+
+@dataclass
 class LocalDevnets:
     """The devnets of one deployment: their environment, their commands, their first-start set-up."""
 
     bitcoin: BitcoinDevnet | None = None
+    stacks: StacksDevnet | None = None
     external: list[str] = field(default_factory=list)
 
     @classmethod
-    def plan(cls, state_dir: Path, env: dict[str, str], bitcoin_port: int | None = None) -> LocalDevnets:
+    def plan(cls, state_dir: Path, env: dict[str, str], bitcoin_port: int | None = None,
+             stacks_port: int | None = None) -> LocalDevnets:
         devnets = cls()
         if env.get("TRIBUTARY_BITCOIN_HOST"):
             devnets.external.append(f"bitcoin: {env['TRIBUTARY_BITCOIN_HOST']}")
         else:
-            port = bitcoin_port or BITCOIN_DEFAULT_PORT
-            if not bitcoin_port and not port_is_free(port):
-                port = _free_port()
-                log.warning("port %d is taken; the bitcoin devnet listens on %d", BITCOIN_DEFAULT_PORT, port)
-            devnets.bitcoin = BitcoinDevnet(state_dir / "bitcoin", port)
+            devnets.bitcoin = BitcoinDevnet(state_dir / "bitcoin", _port(bitcoin_port, BITCOIN_DEFAULT_PORT, "bitcoin"))
+        if env.get("TRIBUTARY_STACKS_URL"):
+            devnets.external.append(f"stacks: {env['TRIBUTARY_STACKS_URL']}")
+        else:
+            devnets.stacks = StacksDevnet(_port(stacks_port, STACKS_DEFAULT_PORT, "stacks"))
         return devnets
 
+    def _running(self) -> list[Any]:
+        return [d for d in (self.bitcoin, self.stacks) if d is not None]
+
     def environ(self) -> dict[str, str]:
-        return self.bitcoin.environ() if self.bitcoin else {}
+        return {k: v for devnet in self._running() for k, v in devnet.environ().items()}
 
     def commands(self) -> dict[str, list[str]]:
-        return {"bitcoin-devnet": self.bitcoin.command()} if self.bitcoin else {}
+        names = {BitcoinDevnet: "bitcoin-devnet", StacksDevnet: "stacks-devnet"}
+        return {names[type(devnet)]: devnet.command() for devnet in self._running()}
 
     def bootstrap(self) -> list[str]:
-        return [self.bitcoin.bootstrap()] if self.bitcoin else []
+        return [devnet.bootstrap() for devnet in self._running()]
 
 
 def main() -> int:  # python -m tributary.cli.devnets: the devnets a run command would start, as JSON

@@ -1,0 +1,1 @@
+"""Stacks devnet: a test double of the stacks-core RPC around the clarinet-sdk simnet (see README.md)."""
