@@ -35,7 +35,9 @@ from tributary.core.defaults import default_args
 from tributary.core.failfast import classified
 
 # Amounts and addresses are checked by tributary.bitcoin.settlement (with the reason, in the ledger).
-AMOUNT = {"type": ["string", "number"]}
+# The REST API refuses a malformed amount with a 400 before any run exists; the run itself re-checks
+# every amount (also those of table rows): at most 8 decimals, not dust, not above 21M BTC.
+AMOUNT = {"type": ["string", "number"], "pattern": r"^[0-9]{1,8}(\.[0-9]{1,8})?$", "exclusiveMinimum": 0}
 
 
 @dag(

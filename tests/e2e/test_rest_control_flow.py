@@ -30,7 +30,7 @@ from tributary.storage.embedded import WarehouseLocation, drop_database
 pytestmark = pytest.mark.e2e
 DAG_IDS = ("integration_health", "error_analysis", "platform_alert_drill", "ml_pipeline_iris",
            "ml_pipeline_iris_analysis", "ml_pipeline_breast_cancer", "ml_train_register", "ml_deploy",
-           "ml_batch_score")
+           "ml_batch_score", "bitcoin_settlement", "bitcoin_block_watch")
 # Unpaused by the fixture; the lifecycle DAGs only by the chain test (a pipeline unpaused also gets
 # its latest scheduled run, which would load the machine while the other tests run).
 UNPAUSED = DAG_IDS[:5]
@@ -44,9 +44,20 @@ class Deployment:
     reports_dir: Path
     warehouse: WarehouseLocation
     sink: object
+    bitcoin_port: int = 0
 
     def client(self, user: str) -> AirflowApiClient:
         return AirflowApiClient(self.base_url, user, user)
+
+    def bitcoin(self, method: str, *params: object, wallet: str | None = None) -> object:
+        """Call the deployment's bitcoin devnet directly (its cookie, like bitcoin-cli would)."""
+        cookie = self.log_path.parent / "tributary" / "bitcoin" / "regtest" / ".cookie"
+        user, _, password = cookie.read_text().strip().partition(":")
+        url = f"http://127.0.0.1:{self.bitcoin_port}" + (f"/wallet/{wallet}" if wallet else "/")
+        answer = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)},
+                               auth=(user, password), timeout=30).json()
+        assert answer.get("error") is None, answer
+        return answer["result"]
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:]
@@ -67,7 +78,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory, warehouse: WarehouseLocati
     home = tmp_path_factory.mktemp("airflow-home")
     reports = tmp_path_factory.mktemp("reports")
     sink = session_sink
-    port = free_port()
+    port, bitcoin_port = free_port(), free_port()
     database = f"tributary_e2e_{uuid.uuid4().hex[:8]}"
     env = dict(os.environ)
     for key in [k for k in env if k.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRFLOW__"))]:
@@ -87,11 +98,11 @@ def airflow(tmp_path_factory: pytest.TempPathFactory, warehouse: WarehouseLocati
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "tributary.cli.run", "--home", str(home), "--port", str(port),
-             "--log-server-ports", str(free_port()), str(free_port()), "--bitcoin-port", str(free_port()),
+             "--log-server-ports", str(free_port()), str(free_port()), "--bitcoin-port", str(bitcoin_port),
              "--stacks-port", str(free_port())],
             cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     location = WarehouseLocation(warehouse.host, warehouse.port, warehouse.login, database, warehouse.kind)
-    deployment = Deployment(f"http://127.0.0.1:{port}", process, log_path, reports, location, sink)
+    deployment = Deployment(f"http://127.0.0.1:{port}", process, log_path, reports, location, sink, bitcoin_port)
     try:
         _wait_for(lambda: "Tributary is up" in log_path.read_text(errors="replace") or process.poll() is not None,
                   240, "the run command to report healthy", log_path)
@@ -331,6 +342,79 @@ def test_error_analysis_reports_the_recorded_failures(airflow: Deployment) -> No
     assert report.parent.parent == airflow.reports_dir / "error_analysis"
     assert "platform_alert_drill" in report.read_text()
     assert Path(summary["chart"]).read_bytes().startswith(b"\x89PNG")
+
+
+class _Miner:
+    """Mines a devnet block every ``interval`` seconds while a test waits for confirmations."""
+
+    def __init__(self, airflow: Deployment, interval: float = 1.0) -> None:
+        import threading
+
+        self.airflow, self.interval, self.stop = airflow, interval, threading.Event()
+        self.address = airflow.bitcoin("getnewaddress", wallet="tributary")
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval):
+            self.airflow.bitcoin("generatetoaddress", 1, self.address)
+
+    def __enter__(self) -> _Miner:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+def test_a_settlement_triggered_over_rest_pays_once_and_reports_its_confirmation(airflow: Deployment) -> None:
+    """REST trigger -> validate -> PSBT sign -> broadcast -> deferred wait in the real triggerer -> report."""
+    ops = airflow.client("ops")
+    ops.unpause("bitcoin_settlement")
+    payee = airflow.bitcoin("createwallet", f"payee_{uuid.uuid4().hex[:6]}")["name"]
+    address = airflow.bitcoin("getnewaddress", wallet=payee)
+    conf = {"settlement_id": f"e2e-{uuid.uuid4().hex[:8]}", "payouts": [{"address": address, "amount_btc": "0.125"}],
+            "fee_policy": {"fee_rate": 2, "max_fee_sats": 50000}, "confirmations": 2,
+            "bump_after_minutes": None, "poll_interval_seconds": 0.5, "max_settlements": 1}
+    bad = ops.trigger("bitcoin_settlement", {**conf, "payouts": [{"address": address, "amount_btc": "abc"}]})
+    assert bad.status_code == 400, bad.text  # the typed param refuses it before any run exists
+    with _Miner(airflow):
+        run_id, state = _trigger_and_wait(ops, "bitcoin_settlement", conf, timeout=240)
+        assert state == "success", airflow.log_tail()
+        _, state = _trigger_and_wait(ops, "bitcoin_settlement", conf, timeout=240)  # same id: no second payment
+        assert state == "success", airflow.log_tail()
+    waits = [t for t in ops.task_instances("bitcoin_settlement", run_id)
+             if t["task_id"].endswith("wait_for_confirmations")]
+    assert waits and all(t["state"] == "success" for t in waits)
+    report = ops.xcom("bitcoin_settlement", run_id, "report")
+    [summary] = report if isinstance(report, list) else report["settlements"]
+    assert summary["status"] == "confirmed" and summary["txid"], report
+    assert airflow.bitcoin("getbalances", wallet=payee)["mine"]["trusted"] == 0.125  # paid exactly once
+    with psycopg2.connect(airflow.warehouse.dsn()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT status, txid FROM btc_settlements WHERE id = %s", (conf["settlement_id"],))
+        assert cur.fetchone() == ("confirmed", summary["txid"])
+
+
+def test_the_block_watch_waits_in_the_triggerer_and_stores_the_new_block(airflow: Deployment) -> None:
+    ops = airflow.client("ops")
+    ops.unpause("bitcoin_block_watch")  # @continuous: one run at a time waits for the next tip
+    try:
+        def deferred() -> bool:
+            runs = ops.request("GET", "/api/v2/dags/bitcoin_block_watch/dagRuns").json()["dag_runs"]
+            return any(t["state"] == "deferred" for r in runs if r["state"] == "running"
+                       for t in ops.task_instances("bitcoin_block_watch", r["dag_run_id"]))
+
+        _wait_for(deferred, 120, "bitcoin_block_watch to defer", airflow.log_path)
+        [block] = airflow.bitcoin("generatetoaddress", 1, airflow.bitcoin("getnewaddress", wallet="tributary"))
+
+        def stored() -> bool:
+            with psycopg2.connect(airflow.warehouse.dsn()) as conn, conn.cursor() as cur:
+                cur.execute("SELECT tx_count FROM btc_block_stats WHERE hash = %s", (block,))
+                return cur.fetchone() is not None
+
+        _wait_for(stored, 120, "the new block's stats", airflow.log_path)
+    finally:
+        ops.request("PATCH", "/api/v2/dags/bitcoin_block_watch", json={"is_paused": True})
 
 
 def test_sigterm_stops_every_airflow_process(airflow: Deployment) -> None:
