@@ -99,7 +99,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory, warehouse: WarehouseLocati
         process = subprocess.Popen(
             [sys.executable, "-m", "tributary.cli.run", "--home", str(home), "--port", str(port),
              "--log-server-ports", str(free_port()), str(free_port()), "--bitcoin-port", str(bitcoin_port),
-             "--stacks-port", str(free_port())],
+             "--stacks-port", str(free_port()), "--evm-port", str(free_port())],
             cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     location = WarehouseLocation(warehouse.host, warehouse.port, warehouse.login, database, warehouse.kind)
     deployment = Deployment(f"http://127.0.0.1:{port}", process, log_path, reports, location, sink, bitcoin_port)

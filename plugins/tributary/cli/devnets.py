@@ -9,6 +9,9 @@ more supervised process. It is skipped when the deployment points at a real serv
   ``<AIRFLOW_HOME>/tributary/bitcoin`` (it survives restarts), authenticates with a cookie file like
   a local bitcoind, and gets a ``tributary`` wallet with 101 mined blocks on its first start, so the
   settlement DAG has coins to spend.
+* EVM: anvil (``devnets/evm``, chain id 31337). Skipped when ``TRIBUTARY_EVM_URL`` is set; listens
+  on ``--evm-port`` (default 8545) and keeps its chain in ``<AIRFLOW_HOME>/tributary/evm/anvil-state.json``,
+  so contracts in the deployment registry still exist after a restart.
 * Stacks: ``devnets/stacks`` (the Clarity simnet behind the stacks-core node RPC). Skipped when
   ``TRIBUTARY_STACKS_URL`` is set; listens on ``--stacks-port`` (default 20443, the node's RPC port).
   Its chain lives in memory: a restart starts from the devnet's genesis.
@@ -31,6 +34,7 @@ log = logging.getLogger("tributary.run")
 BITCOIN_WALLET = "tributary"
 BITCOIN_DEFAULT_PORT = 18443  # bitcoind's regtest RPC port
 STACKS_DEFAULT_PORT = 20443  # stacks-core's RPC port
+EVM_DEFAULT_PORT = 8545
 
 
 def port_is_free(port: int) -> bool:
@@ -102,6 +106,38 @@ class BitcoinDevnet:
 
 
 @dataclass
+class EvmDevnet:
+    datadir: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        return [sys.executable, "-m", "devnets.evm", "--port", str(self.port),
+                "--state", str(self.datadir / "anvil-state.json")]
+
+    def environ(self) -> dict[str, str]:
+        return {"TRIBUTARY_EVM_URL": self.url}
+
+    def bootstrap(self, timeout: float = 60.0) -> str:
+        import requests
+
+        deadline = time.monotonic() + timeout
+        body = {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}
+        while True:
+            try:
+                block = int(requests.post(self.url, json=body, timeout=5).json()["result"], 16)
+                return f"EVM devnet (anvil, chain 31337) on {self.url}: block {block}"
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"anvil on {self.url} not ready after {timeout:.0f}s: {exc}") from exc
+                time.sleep(0.2)
+
+
+@dataclass
 class StacksDevnet:
     port: int
 
@@ -146,17 +182,22 @@ class LocalDevnets:
     """The devnets of one deployment: their environment, their commands, their first-start set-up."""
 
     bitcoin: BitcoinDevnet | None = None
+    evm: EvmDevnet | None = None
     stacks: StacksDevnet | None = None
     external: list[str] = field(default_factory=list)
 
     @classmethod
     def plan(cls, state_dir: Path, env: dict[str, str], bitcoin_port: int | None = None,
-             stacks_port: int | None = None) -> LocalDevnets:
+             stacks_port: int | None = None, evm_port: int | None = None) -> LocalDevnets:
         devnets = cls()
         if env.get("TRIBUTARY_BITCOIN_HOST"):
             devnets.external.append(f"bitcoin: {env['TRIBUTARY_BITCOIN_HOST']}")
         else:
             devnets.bitcoin = BitcoinDevnet(state_dir / "bitcoin", _port(bitcoin_port, BITCOIN_DEFAULT_PORT, "bitcoin"))
+        if env.get("TRIBUTARY_EVM_URL"):
+            devnets.external.append(f"evm: {env['TRIBUTARY_EVM_URL']}")
+        else:
+            devnets.evm = EvmDevnet(state_dir / "evm", _port(evm_port, EVM_DEFAULT_PORT, "evm"))
         if env.get("TRIBUTARY_STACKS_URL"):
             devnets.external.append(f"stacks: {env['TRIBUTARY_STACKS_URL']}")
         else:
@@ -164,13 +205,13 @@ class LocalDevnets:
         return devnets
 
     def _running(self) -> list[Any]:
-        return [d for d in (self.bitcoin, self.stacks) if d is not None]
+        return [d for d in (self.bitcoin, self.evm, self.stacks) if d is not None]
 
     def environ(self) -> dict[str, str]:
         return {k: v for devnet in self._running() for k, v in devnet.environ().items()}
 
     def commands(self) -> dict[str, list[str]]:
-        names = {BitcoinDevnet: "bitcoin-devnet", StacksDevnet: "stacks-devnet"}
+        names = {BitcoinDevnet: "bitcoin-devnet", EvmDevnet: "evm-devnet", StacksDevnet: "stacks-devnet"}
         return {names[type(devnet)]: devnet.command() for devnet in self._running()}
 
     def bootstrap(self) -> list[str]:

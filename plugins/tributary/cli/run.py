@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bitcoin-port", type=int, default=None,
                         help="RPC port of the bitcoin regtest devnet (default 18443, or a free one if taken); "
                              "not started when TRIBUTARY_BITCOIN_HOST names a real node")
+    parser.add_argument("--evm-port", type=int, default=None,
+                        help="RPC port of the anvil devnet (default 8545, or a free one if taken); "
+                             "not started when TRIBUTARY_EVM_URL names a real node")
     parser.add_argument("--stacks-port", type=int, default=None,
                         help="RPC port of the stacks devnet (default 20443, or a free one if taken); "
                              "not started when TRIBUTARY_STACKS_URL names a real node")
@@ -157,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         deployment.dags_folder = args.dags_folder.resolve()
     started = time.monotonic()
     env = deployment.environ()
-    devnets = LocalDevnets.plan(deployment.state_dir, env, args.bitcoin_port, args.stacks_port)
+    devnets = LocalDevnets.plan(deployment.state_dir, env, args.bitcoin_port, args.stacks_port, args.evm_port)
     env.update(devnets.environ())
     env = prepare(deployment, args.settings, env)
     if args.prepare_only:

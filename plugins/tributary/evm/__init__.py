@@ -1,0 +1,2 @@
+"""EVM chains (Ethereum and compatibles) over JSON-RPC: hook, nonce allocation, transaction ledger,
+deployments registry, receipt trigger and reorg-safe event indexing. See docs/evm.md."""
