@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the benchmarks (bench/README.md): bootstrap, then DAG parse time, trigger->success latency
-# (Tributary vs plain Airflow), startup/shutdown of the run command and the ML data pipeline on 1M and
-# 10M rows. The output is also written to bench/results/latest.txt. Each benchmark has a time limit; the
-# suite takes about 8 minutes on two cores and at most 20. Exits non-zero when a benchmark failed or
+# (Tributary vs plain Airflow), startup/shutdown of the run command, the ML data pipeline on 1M and
+# 10M rows, Bitcoin chain sync (batched RPC + COPY vs row by row) and EVM transactions and indexing. The output is also written to bench/results/latest.txt. Each benchmark has a time limit; the
+# suite takes about 10 minutes on two cores and at most 25. Exits non-zero when a benchmark failed or
 # missed its target.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,7 +18,7 @@ suite() {
   echo "(bootstrap: $((SECONDS - started)) s)"
   cd "$ROOT" || return 1
   for spec in "bench_dag_parse.py 90" "bench_trigger_latency.py 240" "bench_startup.py 150" \
-              "bench_ml_pipeline.py 600"; do
+              "bench_ml_pipeline.py 600" "bench_bitcoin_sync.py 240" "bench_evm.py 120"; do
     name="${spec% *}" limit="${spec#* }"
     echo
     echo "## $name"
