@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import os
-import queue
-import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from devnets._process import ManagedProcess, free_port, start_with_ready_line
+
+__all__ = ["PROJECT_ROOT", "READY_PREFIX", "DevnetHandle", "free_port", "start_devnet"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 READY_PREFIX = "bitcoin devnet ready on "
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
-class DevnetHandle:
+class DevnetHandle(ManagedProcess):
     datadir: Path
     port: int
     process: subprocess.Popen
@@ -48,21 +41,7 @@ class DevnetHandle:
         user, _, password = self.cookie_path.read_text().strip().partition(":")
         return user, password
 
-    def stop(self, timeout: float = 15) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def __enter__(self) -> DevnetHandle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    stop_timeout = 15
 
 
 def start_devnet(
@@ -79,29 +58,7 @@ def start_devnet(
     if rpcuser is not None:
         cmd += ["--rpcuser", rpcuser, "--rpcpassword", rpcpassword or ""]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
-    process = subprocess.Popen(
-        cmd, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    handle = DevnetHandle(datadir, port, process, rpcuser, rpcpassword)
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            handle.output.append(line)
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        try:
-            line = lines.get(timeout=max(remaining, 0.01))
-        except queue.Empty:
-            line = ""
-        if line and line.startswith(READY_PREFIX):
-            return handle
-        if line is None or remaining <= 0:
-            handle.stop()
-            raise RuntimeError("bitcoin devnet did not start:\n" + "".join(handle.output))
+    output: list[str] = []
+    process = start_with_ready_line(cmd, READY_PREFIX, output, name="bitcoin devnet", timeout=timeout,
+                                    cwd=PROJECT_ROOT, env=env)
+    return DevnetHandle(datadir, port, process, rpcuser, rpcpassword, output)

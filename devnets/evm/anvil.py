@@ -15,8 +15,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -25,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from devnets._process import ManagedProcess, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CHAIN_ID = 31337
@@ -75,14 +75,8 @@ def anvil_binary() -> str:
                             " or set TRIBUTARY_ANVIL_BIN")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
-class AnvilHandle:
+class AnvilHandle(ManagedProcess):
     port: int
     process: subprocess.Popen
     chain_id: int = CHAIN_ID
@@ -107,22 +101,6 @@ class AnvilHandle:
 
     def alive(self) -> bool:
         return self.process.poll() is None
-
-    def stop(self, timeout: float = 10) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def __enter__(self) -> AnvilHandle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def start_anvil(

@@ -6,24 +6,17 @@
 
 from __future__ import annotations
 
-import queue
 import shutil
-import signal
-import socket
 import subprocess
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devnets._process import ManagedProcess, free_port, start_with_ready_line
+
+__all__ = ["HERE", "READY_PREFIX", "StacksDevnet", "free_port", "installed", "start_devnet"]
+
 HERE = Path(__file__).resolve().parent
 READY_PREFIX = "stacks devnet ready on "
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def installed() -> bool:
@@ -32,7 +25,7 @@ def installed() -> bool:
 
 
 @dataclass
-class StacksDevnet:
+class StacksDevnet(ManagedProcess):
     port: int
     process: subprocess.Popen
     network: str = "testnet"
@@ -42,22 +35,6 @@ class StacksDevnet:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def stop(self, timeout: float = 10) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def __enter__(self) -> StacksDevnet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 def start_devnet(port: int | None = None, *, network: str = "testnet", epoch: str = "3.3",
                  timeout: float = 60) -> StacksDevnet:
@@ -66,30 +43,9 @@ def start_devnet(port: int | None = None, *, network: str = "testnet", epoch: st
         raise RuntimeError(f"the Stacks devnet is not installed: run `npm ci` in {HERE}")
     port = port if port is not None else free_port()
     cmd = ["node", str(HERE / "server.mjs"), "--port", str(port), "--network", network, "--epoch", epoch]
-    process = subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    handle = StacksDevnet(port, process, network)
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            handle.output.append(line)
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        try:
-            line = lines.get(timeout=max(remaining, 0.01))
-        except queue.Empty:
-            line = ""
-        if line and line.startswith(READY_PREFIX):
-            return handle
-        if line is None or remaining <= 0:
-            handle.stop()
-            raise RuntimeError("stacks devnet did not start:\n" + "".join(handle.output))
+    output: list[str] = []
+    process = start_with_ready_line(cmd, READY_PREFIX, output, name="stacks devnet", timeout=timeout, cwd=HERE)
+    return StacksDevnet(port, process, network, output)
 
 
 def main() -> None:

@@ -139,6 +139,25 @@ CONNECTION_TYPES: list[dict[str, Any]] = [
                              "password": "66 hex chars ending in 01 (compressed key)"},
         },
     },
+    {
+        "connection-type": "tributary_did",
+        "hook-class-name": "tributary.did.hook.DidHook",
+        "hook-name": "Tributary: DID resolver and key store",
+        "conn-fields": {
+            "ca_bundle": {"label": "CA bundle (PEM path)", "description": "CAs trusted for did:web and status lists",
+                          "schema": {"type": ["string", "null"]}},
+            "web_root": {"label": "did:web document root", "description": "folder served by the did:web server",
+                         "schema": {"type": ["string", "null"]}},
+            "status_base_url": {"label": "Status list base URL", "description": "https URL serving the document root",
+                                "schema": {"type": ["string", "null"]}},
+            "timeout": {"label": "Timeout (s)", "schema": {"type": ["number", "null"], "default": 10}},
+        },
+        "ui-field-behaviour": {
+            "hidden-fields": ["schema", "port", "login"],
+            "relabeling": {"host": "Pkarr relay URL (did:dht)", "password": "Key-encryption key"},
+            "placeholders": {"host": "http://127.0.0.1:8787", "password": "at least 16 random characters"},
+        },
+    },
 ]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import time
 import uuid
@@ -21,26 +20,6 @@ DAG_ID = "bitcoin_block_watch"
 
 
 # --------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="session")
-def watch_airflow_db() -> None:
-    """A migrated Airflow metadata DB for dag.test() (once per session, whichever module asks first)."""
-    if os.environ.get("TRIBUTARY_TEST_AIRFLOW_DB_READY") == os.environ["AIRFLOW_HOME"]:
-        return
-    from airflow.utils import db
-
-    db.resetdb()
-    os.environ["TRIBUTARY_TEST_AIRFLOW_DB_READY"] = os.environ["AIRFLOW_HOME"]
-
-
-@pytest.fixture
-def project_dags(watch_airflow_db: None, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = ROOT / "dags"
-    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps([
-        {"name": "tributary-project-dags", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-         "kwargs": {"path": str(folder), "refresh_interval": 0}}]))
-    return folder
-
-
 @pytest.fixture
 def label() -> str:
     """A chain label of its own, so tests sharing the session devnet and warehouse do not see each other's rows."""

@@ -4,7 +4,6 @@ PostgreSQL warehouse."""
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,26 +17,6 @@ DAG_ID = "bitcoin_mempool"
 
 
 # --------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="session")
-def mempool_airflow_db() -> None:
-    """A migrated Airflow metadata DB for dag.test() (once per session, whichever module asks first)."""
-    if os.environ.get("TRIBUTARY_TEST_AIRFLOW_DB_READY") == os.environ["AIRFLOW_HOME"]:
-        return
-    from airflow.utils import db
-
-    db.resetdb()
-    os.environ["TRIBUTARY_TEST_AIRFLOW_DB_READY"] = os.environ["AIRFLOW_HOME"]
-
-
-@pytest.fixture
-def project_dags(mempool_airflow_db: None, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = ROOT / "dags"
-    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps([
-        {"name": "tributary-project-dags", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-         "kwargs": {"path": str(folder), "refresh_interval": 0}}]))
-    return folder
-
-
 @pytest.fixture
 def label() -> str:
     return f"regtest-mempool-{uuid.uuid4().hex[:10]}"

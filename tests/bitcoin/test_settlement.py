@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -87,29 +85,14 @@ def devnet(devnet_process: Any, monkeypatch: pytest.MonkeyPatch, warehouse: Any)
 
 
 @pytest.fixture(scope="module")
-def settlement_dag(warehouse: Any) -> Iterator[Any]:
-    """A migrated Airflow metadata DB and a private DAG bundle holding only bitcoin_settlement.py."""
-    import os
-
-    folder = Path(tempfile.mkdtemp(prefix="tributary-settlement-dags-"))
-    shutil.copy(ROOT / "dags" / "bitcoin" / "bitcoin_settlement.py", folder / "bitcoin_settlement.py")
-    key = "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"
-    saved = os.environ.get(key)
-    os.environ[key] = json.dumps([{"name": f"settlement-tests-{uuid.uuid4().hex[:6]}",
-                                   "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-                                   "kwargs": {"path": str(folder), "refresh_interval": 0}}])
+def settlement_dag(private_dag_bundle: Any) -> Any:
+    """A fresh metadata DB and a private DAG bundle holding only bitcoin_settlement.py."""
     from airflow.dag_processing.dagbag import DagBag
-    from airflow.utils import db
 
-    db.resetdb()
+    folder = private_dag_bundle(ROOT / "dags" / "bitcoin" / "bitcoin_settlement.py")
     bag = DagBag(dag_folder=str(folder))
     assert bag.import_errors == {}
-    yield bag.get_dag("bitcoin_settlement")
-    if saved is None:
-        os.environ.pop(key, None)
-    else:
-        os.environ[key] = saved
-    shutil.rmtree(folder, ignore_errors=True)
+    return bag.get_dag("bitcoin_settlement")
 
 
 @contextmanager

@@ -5,13 +5,9 @@ before signing, and event indexing emitting its Asset."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +18,8 @@ DAG_FILES = [ROOT / "dags/evm/evm_contract_execution.py", ROOT / "dags/evm/evm_e
 
 
 @pytest.fixture(scope="module")
-def dag_folder(evm_env: Any) -> Iterator[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="tributary-evm-dags-"))
-    for path in DAG_FILES:
-        shutil.copy(path, folder / path.name)
-    key = "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"
-    saved = os.environ.get(key)
-    os.environ[key] = json.dumps([{"name": f"evm-tests-{uuid.uuid4().hex[:6]}",
-                                   "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-                                   "kwargs": {"path": str(folder), "refresh_interval": 0}}])
-    from airflow.utils import db
-
-    db.resetdb()
-    yield folder
-    if saved is None:
-        os.environ.pop(key, None)
-    else:
-        os.environ[key] = saved
-    shutil.rmtree(folder, ignore_errors=True)
+def dag_folder(evm_env: Any, private_dag_bundle: Any) -> Path:
+    return private_dag_bundle(*DAG_FILES)
 
 
 def _dag(folder: Path, dag_id: str) -> Any:

@@ -71,24 +71,6 @@ def stacks_conn(stacks_devnet: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str
             "url": stacks_devnet.url}
 
 
-@pytest.fixture(scope="session")
-def airflow_db() -> None:
-    """A migrated Airflow metadata DB (in the tests' AIRFLOW_HOME, set by tests/conftest.py)."""
-    from airflow.utils import db
-
-    db.resetdb()
-
-
-@pytest.fixture
-def project_dags(airflow_db: None, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """``dag.test()`` syncs the DAG's bundle to the metadata DB: make the project's dags/ folder that bundle."""
-    folder = ROOT / "dags"
-    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps([
-        {"name": "tributary-project-dags", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-         "kwargs": {"path": str(folder), "refresh_interval": 0}}]))
-    return folder
-
-
 @pytest.fixture
 def stacks_ledger(warehouse: Any) -> Iterator[Any]:
     """A psycopg2 connection to the test warehouse with the migrations (stacks_transactions) applied."""

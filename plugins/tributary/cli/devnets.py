@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tributary.cli.env import PROJECT_ROOT
+from tributary.cli.env import PROJECT_ROOT, free_port
 
 log = logging.getLogger("tributary.run")
 BITCOIN_WALLET = "tributary"
@@ -44,12 +44,6 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -172,7 +166,7 @@ def _port(requested: int | None, default: int, name: str) -> int:
         return requested
     if port_is_free(default):
         return default
-    port = _free_port()
+    port = free_port()
     log.warning("port %d is taken; the %s devnet listens on %d", default, name, port)
     return port
 

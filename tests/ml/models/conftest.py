@@ -117,24 +117,3 @@ def lifecycle(lifecycle_env: dict[str, str]) -> SimpleNamespace:
     """Helpers for tests (fixtures rather than imports: conftest modules are not importable by name)."""
     return SimpleNamespace(context=make_context, train_and_gate=train_and_gate, unique_name=unique_name,
                            good_grid=GOOD_GRID, crippled_grid=CRIPPLED_GRID, store=lifecycle_env)
-
-
-@pytest.fixture(scope="session")
-def airflow_db() -> None:
-    """A migrated Airflow metadata DB (in the tests' AIRFLOW_HOME, set by tests/conftest.py)."""
-    from airflow.utils import db
-
-    db.resetdb()
-
-
-@pytest.fixture
-def project_dags(airflow_db: None, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """``dag.test()`` syncs the DAG's bundle to the metadata DB: make the project's dags/ folder that bundle.
-
-    Set per test (other suites configure their own bundle for the session).
-    """
-    folder = ROOT / "dags"
-    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps([
-        {"name": "tributary-project-dags", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-         "kwargs": {"path": str(folder), "refresh_interval": 0}}]))
-    return folder

@@ -7,11 +7,7 @@ Expectations, rows land in the session's PostgreSQL warehouse, the JSON API is a
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -241,25 +237,7 @@ def json_api() -> Iterator[JsonApi]:
 
 # --------------------------------------------------------------------------- Airflow metadata DB
 @pytest.fixture(scope="module")
-def airflow_dags(warehouse: Any) -> Iterator[Path]:
-    """A migrated metadata DB and a dags folder (a DAG bundle) holding a copy of dags/ml/ml_pipelines.py.
-
-    ``dag.test()`` syncs the bundle that holds the DAG to the metadata DB, so the DAG must come from
-    a configured bundle; a private one keeps other teams' DAG files out of these tests.
-    """
-    folder = Path(tempfile.mkdtemp(prefix="tributary-pipeline-dags-"))
-    shutil.copy(ROOT / "dags" / "ml" / "ml_pipelines.py", folder / "ml_pipelines.py")
-    key = "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"
-    saved = os.environ.get(key)
-    os.environ[key] = json.dumps([{"name": f"ml-pipeline-tests-{uuid.uuid4().hex[:6]}",
-                                   "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-                                   "kwargs": {"path": str(folder), "refresh_interval": 0}}])
-    from airflow.utils import db
-
-    db.resetdb()
-    yield folder
-    if saved is None:
-        os.environ.pop(key, None)
-    else:
-        os.environ[key] = saved
-    shutil.rmtree(folder, ignore_errors=True)
+def airflow_dags(private_dag_bundle: Any) -> Path:
+    """A fresh metadata DB and a DAG bundle holding a copy of dags/ml/ml_pipelines.py (``dag.test()`` syncs
+    the bundle that holds the DAG; a private one keeps other teams' DAG files out of these tests)."""
+    return private_dag_bundle(ROOT / "dags" / "ml" / "ml_pipelines.py")
