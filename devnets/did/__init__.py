@@ -1,0 +1,1 @@
+"""Local test doubles for DID infrastructure: a Pkarr relay (did:dht) and an HTTPS server (did:web)."""

@@ -1,0 +1,6 @@
+"""DIDs: create, resolve, store (encrypted) and rotate did:key, did:jwk, did:web and did:dht."""
+
+from tributary.did.document import PortableDid, ResolutionError
+from tributary.did.resolver import ResolverConfig, create_did, resolve, resolve_document
+
+__all__ = ["PortableDid", "ResolutionError", "ResolverConfig", "create_did", "resolve", "resolve_document"]
