@@ -30,7 +30,7 @@ from tributary.storage.embedded import WarehouseLocation, drop_database
 pytestmark = pytest.mark.e2e
 DAG_IDS = ("integration_health", "error_analysis", "platform_alert_drill", "ml_pipeline_iris",
            "ml_pipeline_iris_analysis", "ml_pipeline_breast_cancer", "ml_train_register", "ml_deploy",
-           "ml_batch_score", "bitcoin_settlement", "bitcoin_block_watch")
+           "ml_batch_score", "bitcoin_settlement", "bitcoin_block_watch", "identity_verification")
 # Unpaused by the fixture; the lifecycle DAGs only by the chain test (a pipeline unpaused also gets
 # its latest scheduled run, which would load the machine while the other tests run).
 UNPAUSED = DAG_IDS[:5]
@@ -99,7 +99,8 @@ def airflow(tmp_path_factory: pytest.TempPathFactory, warehouse: WarehouseLocati
         process = subprocess.Popen(
             [sys.executable, "-m", "tributary.cli.run", "--home", str(home), "--port", str(port),
              "--log-server-ports", str(free_port()), str(free_port()), "--bitcoin-port", str(bitcoin_port),
-             "--stacks-port", str(free_port()), "--evm-port", str(free_port())],
+             "--stacks-port", str(free_port()), "--evm-port", str(free_port()),
+             "--did-ports", str(free_port()), str(free_port())],
             cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     location = WarehouseLocation(warehouse.host, warehouse.port, warehouse.login, database, warehouse.kind)
     deployment = Deployment(f"http://127.0.0.1:{port}", process, log_path, reports, location, sink, bitcoin_port)
@@ -415,6 +416,31 @@ def test_the_block_watch_waits_in_the_triggerer_and_stores_the_new_block(airflow
         _wait_for(stored, 120, "the new block's stats", airflow.log_path)
     finally:
         ops.request("PATCH", "/api/v2/dags/bitcoin_block_watch", json={"is_paused": True})
+
+
+def test_a_presented_credential_is_verified_over_rest_and_a_tampered_one_is_refused(airflow: Deployment) -> None:
+    from tributary.did.resolver import create_did
+    from tributary.vc.vcjwt import create_credential, issue_vc
+
+    ops = airflow.client("ops")
+    ops.unpause("identity_verification")
+    issuer, subject = create_did("key"), create_did("jwk", crv="secp256k1")
+    token = issue_vc(issuer, create_credential(issuer.uri, {"id": subject.uri, "name": "Ada"},
+                                               types=["EmploymentCredential"]))
+    run_id, state = _trigger_and_wait(ops, "identity_verification", {"credential": token,
+                                                                      "expected_issuer": issuer.uri})
+    assert state == "success", airflow.log_tail()
+    verdict = ops.xcom("identity_verification", run_id, "record_verdict")
+    assert verdict["valid"] is True and verdict["issuer"] == issuer.uri and verdict["subject"] == subject.uri
+
+    header, payload, signature = token.split(".")
+    forged = ".".join([header, payload, ("A" if signature[0] != "A" else "B") + signature[1:]])
+    run_id, state = _trigger_and_wait(ops, "identity_verification", {"credential": forged})
+    assert state == "success", airflow.log_tail()  # a negative verdict is a result, not a failed run
+    verdict = ops.xcom("identity_verification", run_id, "record_verdict")
+    assert verdict["valid"] is False and verdict["reasons"], verdict
+    bad = ops.trigger("identity_verification", {"credential": "not a jwt"})
+    assert bad.status_code == 400, bad.text
 
 
 def test_sigterm_stops_every_airflow_process(airflow: Deployment) -> None:

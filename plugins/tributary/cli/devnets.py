@@ -12,6 +12,9 @@ more supervised process. It is skipped when the deployment points at a real serv
 * EVM: anvil (``devnets/evm``, chain id 31337). Skipped when ``TRIBUTARY_EVM_URL`` is set; listens
   on ``--evm-port`` (default 8545) and keeps its chain in ``<AIRFLOW_HOME>/tributary/evm/anvil-state.json``,
   so contracts in the deployment registry still exist after a restart.
+* DID: ``devnets/did``, a Pkarr relay (did:dht) and an HTTPS server for did:web documents and status
+  lists with its own CA. Skipped when ``TRIBUTARY_PKARR_URL`` is set; ports ``--pkarr-port`` (8787)
+  and ``--did-web-port`` (8443); records, documents and the CA under ``<AIRFLOW_HOME>/tributary/did``.
 * Stacks: ``devnets/stacks`` (the Clarity simnet behind the stacks-core node RPC). Skipped when
   ``TRIBUTARY_STACKS_URL`` is set; listens on ``--stacks-port`` (default 20443, the node's RPC port).
   Its chain lives in memory: a restart starts from the devnet's genesis.
@@ -35,6 +38,8 @@ BITCOIN_WALLET = "tributary"
 BITCOIN_DEFAULT_PORT = 18443  # bitcoind's regtest RPC port
 STACKS_DEFAULT_PORT = 20443  # stacks-core's RPC port
 EVM_DEFAULT_PORT = 8545
+PKARR_DEFAULT_PORT = 8787
+DID_WEB_DEFAULT_PORT = 8443
 
 
 def port_is_free(port: int) -> bool:
@@ -131,6 +136,41 @@ class EvmDevnet:
                 time.sleep(0.2)
 
 
+def _wait_for_port(port: int, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 1):
+                return
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} on port {port} not ready after {timeout:.0f}s: {exc}") from exc
+            time.sleep(0.2)
+
+
+@dataclass
+class DidDevnet:
+    datadir: Path
+    pkarr_port: int
+    web_port: int
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "devnets.did", "--pkarr-port", str(self.pkarr_port), "--web-port",
+                str(self.web_port), "--state-dir", str(self.datadir)]
+
+    def environ(self) -> dict[str, str]:
+        return {"TRIBUTARY_PKARR_URL": f"http://127.0.0.1:{self.pkarr_port}",
+                "TRIBUTARY_DID_CA_BUNDLE": str(self.datadir / "tls" / "ca.pem"),
+                "TRIBUTARY_DID_WEB_ROOT": str(self.datadir / "www"),
+                "TRIBUTARY_DID_STATUS_URL": f"https://127.0.0.1:{self.web_port}"}
+
+    def bootstrap(self, timeout: float = 60.0) -> str:
+        _wait_for_port(self.pkarr_port, "pkarr relay", timeout)
+        _wait_for_port(self.web_port, "did:web server", timeout)
+        return (f"DID devnet: pkarr relay http://127.0.0.1:{self.pkarr_port}, did:web https://127.0.0.1:"
+                f"{self.web_port} (CA {self.datadir / 'tls' / 'ca.pem'})")
+
+
 @dataclass
 class StacksDevnet:
     port: int
@@ -178,11 +218,13 @@ class LocalDevnets:
     bitcoin: BitcoinDevnet | None = None
     evm: EvmDevnet | None = None
     stacks: StacksDevnet | None = None
+    did: DidDevnet | None = None
     external: list[str] = field(default_factory=list)
 
     @classmethod
     def plan(cls, state_dir: Path, env: dict[str, str], bitcoin_port: int | None = None,
-             stacks_port: int | None = None, evm_port: int | None = None) -> LocalDevnets:
+             stacks_port: int | None = None, evm_port: int | None = None,
+             did_ports: tuple[int, int] | None = None) -> LocalDevnets:
         devnets = cls()
         if env.get("TRIBUTARY_BITCOIN_HOST"):
             devnets.external.append(f"bitcoin: {env['TRIBUTARY_BITCOIN_HOST']}")
@@ -192,6 +234,12 @@ class LocalDevnets:
             devnets.external.append(f"evm: {env['TRIBUTARY_EVM_URL']}")
         else:
             devnets.evm = EvmDevnet(state_dir / "evm", _port(evm_port, EVM_DEFAULT_PORT, "evm"))
+        if env.get("TRIBUTARY_PKARR_URL"):
+            devnets.external.append(f"did: pkarr {env['TRIBUTARY_PKARR_URL']}")
+        else:
+            pkarr, web = did_ports or (None, None)
+            devnets.did = DidDevnet(state_dir / "did", _port(pkarr, PKARR_DEFAULT_PORT, "pkarr"),
+                                    _port(web, DID_WEB_DEFAULT_PORT, "did:web"))
         if env.get("TRIBUTARY_STACKS_URL"):
             devnets.external.append(f"stacks: {env['TRIBUTARY_STACKS_URL']}")
         else:
@@ -199,13 +247,14 @@ class LocalDevnets:
         return devnets
 
     def _running(self) -> list[Any]:
-        return [d for d in (self.bitcoin, self.evm, self.stacks) if d is not None]
+        return [d for d in (self.bitcoin, self.evm, self.stacks, self.did) if d is not None]
 
     def environ(self) -> dict[str, str]:
         return {k: v for devnet in self._running() for k, v in devnet.environ().items()}
 
     def commands(self) -> dict[str, list[str]]:
-        names = {BitcoinDevnet: "bitcoin-devnet", EvmDevnet: "evm-devnet", StacksDevnet: "stacks-devnet"}
+        names = {BitcoinDevnet: "bitcoin-devnet", EvmDevnet: "evm-devnet", StacksDevnet: "stacks-devnet",
+                 DidDevnet: "did-devnet"}
         return {names[type(devnet)]: devnet.command() for devnet in self._running()}
 
     def bootstrap(self) -> list[str]:

@@ -54,15 +54,20 @@ def free_port() -> int:
 
 
 def _load_or_create_secrets(home: Path) -> dict[str, str]:
-    path = home / "tributary" / "secrets.json"
-    if path.exists():
-        return dict(json.loads(path.read_text()))
+    """The deployment's generated secrets, kept across restarts (a new one is added to an older file):
+    the Fernet key, the API's JWT secret, and the key-encryption key of the DID key store."""
     from cryptography.fernet import Fernet
 
-    values = {"fernet_key": Fernet.generate_key().decode(), "jwt_secret": secrets.token_urlsafe(32)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(values))
-    path.chmod(0o600)
+    path = home / "tributary" / "secrets.json"
+    values = dict(json.loads(path.read_text())) if path.exists() else {}
+    wanted = {"fernet_key": lambda: Fernet.generate_key().decode(), "jwt_secret": lambda: secrets.token_urlsafe(32),
+              "did_kek": lambda: secrets.token_urlsafe(32)}
+    missing = {name: make() for name, make in wanted.items() if name not in values}
+    if missing:
+        values.update(missing)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+        path.chmod(0o600)
     return values
 
 
@@ -106,6 +111,8 @@ class LocalDeployment:
             "TRIBUTARY_INCLUDE_DIR": str(PROJECT_ROOT / "include"),
             "TRIBUTARY_DATA_DIR": env.get("TRIBUTARY_DATA_DIR") or str(PROJECT_ROOT / "data"),
             "TRIBUTARY_API_URL": self.base_url,
+            # Key-encryption key of the DID key store (did_keys): generated once, kept in secrets.json.
+            "TRIBUTARY_DID_KEK": env.get("TRIBUTARY_DID_KEK") or keys["did_kek"],
             # Embedded MLflow: sqlite tracking/registry store and artifact folder inside the deployment.
             "TRIBUTARY_MLFLOW_URI": env.get("TRIBUTARY_MLFLOW_URI")
                 or f"sqlite:///{self.state_dir / 'mlflow' / 'mlflow.db'}",
