@@ -105,11 +105,12 @@ class Deployment:
 
     def start(self) -> None:
         """Launch the run command; returns at once (see :meth:`wait_healthy` and :meth:`wait_up`)."""
-        self.port, worker_log, triggerer_log, bitcoin, stacks, evm, pkarr, did_web = free_ports(8)
+        self.port, worker_log, triggerer_log, bitcoin, stacks, evm, pkarr, did_web, dwn_a, dwn_b = free_ports(10)
         self.home.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "tributary.cli.run", "--home", str(self.home), "--port", str(self.port),
                    "--log-server-ports", str(worker_log), str(triggerer_log), "--bitcoin-port", str(bitcoin),
-                   "--stacks-port", str(stacks), "--evm-port", str(evm), "--did-ports", str(pkarr), str(did_web)]
+                   "--stacks-port", str(stacks), "--evm-port", str(evm), "--did-ports", str(pkarr), str(did_web),
+                   "--dwn-ports", str(dwn_a), str(dwn_b)]
         if self.dags_folder is not None:
             command += ["--dags-folder", str(self.dags_folder)]
         env = clean_environ(TRIBUTARY_WAREHOUSE_DB=self.warehouse_db, **{MARKER: self.marker})

@@ -158,6 +158,22 @@ CONNECTION_TYPES: list[dict[str, Any]] = [
             "placeholders": {"host": "http://127.0.0.1:8787", "password": "at least 16 random characters"},
         },
     },
+    {
+        "connection-type": "tributary_dwn",
+        "hook-class-name": "tributary.dwn.hooks.DwnHook",
+        "hook-name": "Tributary: Decentralized Web Node",
+        "conn-fields": {
+            "tenant": {"label": "Tenant DID", "description": "did:key the password's key belongs to (checked)",
+                       "schema": {"type": ["string", "null"]}},
+            "timeout": {"label": "Timeout (s)", "schema": {"type": ["number", "null"], "default": 30}},
+        },
+        "ui-field-behaviour": {
+            "hidden-fields": ["schema", "login", "port"],
+            "relabeling": {"host": "DWN URL", "password": "Tenant private key (Ed25519 hex or JWK)"},
+            "placeholders": {"host": "http://127.0.0.1:3001",
+                             "password": "64 hex chars (seed) or {\"kty\":\"OKP\",\"crv\":\"Ed25519\",...}"},
+        },
+    },
 ]
 
 

@@ -30,7 +30,8 @@ from tributary.storage.embedded import WarehouseLocation, drop_database
 pytestmark = pytest.mark.e2e
 DAG_IDS = ("integration_health", "error_analysis", "platform_alert_drill", "ml_pipeline_iris",
            "ml_pipeline_iris_analysis", "ml_pipeline_breast_cancer", "ml_train_register", "ml_deploy",
-           "ml_batch_score", "bitcoin_settlement", "bitcoin_block_watch", "identity_verification")
+           "ml_batch_score", "bitcoin_settlement", "bitcoin_block_watch", "identity_verification",
+           "dwn_data_replication")
 # Unpaused by the fixture; the lifecycle DAGs only by the chain test (a pipeline unpaused also gets
 # its latest scheduled run, which would load the machine while the other tests run).
 UNPAUSED = DAG_IDS[:5]
@@ -45,6 +46,7 @@ class Deployment:
     warehouse: WarehouseLocation
     sink: object
     bitcoin_port: int = 0
+    dwn_ports: tuple[int, int] = (0, 0)
 
     def client(self, user: str) -> AirflowApiClient:
         return AirflowApiClient(self.base_url, user, user)
@@ -78,7 +80,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory, warehouse: WarehouseLocati
     home = tmp_path_factory.mktemp("airflow-home")
     reports = tmp_path_factory.mktemp("reports")
     sink = session_sink
-    port, bitcoin_port = free_port(), free_port()
+    port, bitcoin_port, dwn_ports = free_port(), free_port(), (free_port(), free_port())
     database = f"tributary_e2e_{uuid.uuid4().hex[:8]}"
     env = dict(os.environ)
     for key in [k for k in env if k.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRFLOW__"))]:
@@ -100,10 +102,11 @@ def airflow(tmp_path_factory: pytest.TempPathFactory, warehouse: WarehouseLocati
             [sys.executable, "-m", "tributary.cli.run", "--home", str(home), "--port", str(port),
              "--log-server-ports", str(free_port()), str(free_port()), "--bitcoin-port", str(bitcoin_port),
              "--stacks-port", str(free_port()), "--evm-port", str(free_port()),
-             "--did-ports", str(free_port()), str(free_port())],
+             "--did-ports", str(free_port()), str(free_port()), "--dwn-ports", *map(str, dwn_ports)],
             cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     location = WarehouseLocation(warehouse.host, warehouse.port, warehouse.login, database, warehouse.kind)
-    deployment = Deployment(f"http://127.0.0.1:{port}", process, log_path, reports, location, sink, bitcoin_port)
+    deployment = Deployment(f"http://127.0.0.1:{port}", process, log_path, reports, location, sink, bitcoin_port,
+                            dwn_ports)
     try:
         _wait_for(lambda: "Tributary is up" in log_path.read_text(errors="replace") or process.poll() is not None,
                   240, "the run command to report healthy", log_path)
@@ -441,6 +444,34 @@ def test_a_presented_credential_is_verified_over_rest_and_a_tampered_one_is_refu
     assert verdict["valid"] is False and verdict["reasons"], verdict
     bad = ops.trigger("identity_verification", {"credential": "not a jwt"})
     assert bad.status_code == 400, bad.text
+
+
+def test_dwn_records_are_replicated_between_the_two_servers_over_rest(
+        airflow: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tributary.dwn import messages
+    from tributary.dwn.hooks import DwnHook
+
+    protocol = f"https://tributary.example/protocols/e2e-{uuid.uuid4().hex[:6]}"
+    tenant_key = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"  # airflow_settings default
+    hooks = []
+    for name, port in zip(("source", "target"), airflow.dwn_ports, strict=True):
+        monkeypatch.setenv(f"AIRFLOW_CONN_E2E_DWN_{name.upper()}", json.dumps(
+            {"conn_type": "tributary_dwn", "host": f"http://127.0.0.1:{port}", "password": tenant_key}))
+        hooks.append(DwnHook(f"e2e_dwn_{name}"))
+    source, target = hooks
+    source.configure_protocol(messages.flat_protocol(protocol))
+    written = [source.write_record(json.dumps({"note": i}).encode(), protocol=protocol, protocol_path="record")
+               for i in range(12)]
+    source.delete_record(written[0]["recordId"])
+
+    ops = airflow.client("ops")
+    ops.unpause("dwn_data_replication")
+    run_id, state = _trigger_and_wait(ops, "dwn_data_replication", {"protocol": protocol, "batch_size": 5})
+    assert state == "success", airflow.log_tail()
+    result = ops.xcom("dwn_data_replication", run_id, "verify_convergence")
+    assert result["verified"] is True, result
+    replicated, _ = target.query_records({"protocol": protocol}, limit=100)
+    assert sorted(r["recordId"] for r in replicated) == sorted(w["recordId"] for w in written[1:])
 
 
 def test_sigterm_stops_every_airflow_process(airflow: Deployment) -> None:

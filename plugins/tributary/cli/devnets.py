@@ -15,6 +15,9 @@ more supervised process. It is skipped when the deployment points at a real serv
 * DID: ``devnets/did``, a Pkarr relay (did:dht) and an HTTPS server for did:web documents and status
   lists with its own CA. Skipped when ``TRIBUTARY_PKARR_URL`` is set; ports ``--pkarr-port`` (8787)
   and ``--did-web-port`` (8443); records, documents and the CA under ``<AIRFLOW_HOME>/tributary/did``.
+* DWN: two real ``@web5/dwn-server`` 0.6.1 instances (``devnets/dwn``, SQLite stores under
+  ``<AIRFLOW_HOME>/tributary/dwn``), the source and target of ``dwn_data_replication``. Skipped when
+  ``TRIBUTARY_DWN_SOURCE_URL`` is set; ports ``--dwn-ports`` (3001 3002).
 * Stacks: ``devnets/stacks`` (the Clarity simnet behind the stacks-core node RPC). Skipped when
   ``TRIBUTARY_STACKS_URL`` is set; listens on ``--stacks-port`` (default 20443, the node's RPC port).
   Its chain lives in memory: a restart starts from the devnet's genesis.
@@ -40,6 +43,7 @@ STACKS_DEFAULT_PORT = 20443  # stacks-core's RPC port
 EVM_DEFAULT_PORT = 8545
 PKARR_DEFAULT_PORT = 8787
 DID_WEB_DEFAULT_PORT = 8443
+DWN_DEFAULT_PORTS = (3001, 3002)
 
 
 def port_is_free(port: int) -> bool:
@@ -172,6 +176,36 @@ class DidDevnet:
 
 
 @dataclass
+class DwnDevnet:
+    datadir: Path
+    ports: tuple[int, int]
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "devnets.dwn.process", "--count", "2", "--ports", *map(str, self.ports),
+                "--data-dir", str(self.datadir)]
+
+    def environ(self) -> dict[str, str]:
+        source, target = (f"http://127.0.0.1:{port}" for port in self.ports)
+        return {"TRIBUTARY_DWN_SOURCE_URL": source, "TRIBUTARY_DWN_TARGET_URL": target}
+
+    def bootstrap(self, timeout: float = 120.0) -> str:
+        import requests
+
+        deadline = time.monotonic() + timeout
+        for port in self.ports:
+            while True:
+                try:
+                    if requests.get(f"http://127.0.0.1:{port}/health", timeout=5).ok:
+                        break
+                except requests.RequestException:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"dwn-server on port {port} not ready after {timeout:.0f}s")
+                time.sleep(0.3)
+        return "DWN devnet: @web5/dwn-server on " + ", ".join(f"http://127.0.0.1:{p}" for p in self.ports)
+
+
+@dataclass
 class StacksDevnet:
     port: int
 
@@ -219,12 +253,13 @@ class LocalDevnets:
     evm: EvmDevnet | None = None
     stacks: StacksDevnet | None = None
     did: DidDevnet | None = None
+    dwn: DwnDevnet | None = None
     external: list[str] = field(default_factory=list)
 
     @classmethod
     def plan(cls, state_dir: Path, env: dict[str, str], bitcoin_port: int | None = None,
              stacks_port: int | None = None, evm_port: int | None = None,
-             did_ports: tuple[int, int] | None = None) -> LocalDevnets:
+             did_ports: tuple[int, int] | None = None, dwn_ports: tuple[int, int] | None = None) -> LocalDevnets:
         devnets = cls()
         if env.get("TRIBUTARY_BITCOIN_HOST"):
             devnets.external.append(f"bitcoin: {env['TRIBUTARY_BITCOIN_HOST']}")
@@ -240,6 +275,12 @@ class LocalDevnets:
             pkarr, web = did_ports or (None, None)
             devnets.did = DidDevnet(state_dir / "did", _port(pkarr, PKARR_DEFAULT_PORT, "pkarr"),
                                     _port(web, DID_WEB_DEFAULT_PORT, "did:web"))
+        if env.get("TRIBUTARY_DWN_SOURCE_URL"):
+            devnets.external.append(f"dwn: {env['TRIBUTARY_DWN_SOURCE_URL']}")
+        else:
+            first, second = dwn_ports or (None, None)
+            devnets.dwn = DwnDevnet(state_dir / "dwn", (_port(first, DWN_DEFAULT_PORTS[0], "dwn source"),
+                                                        _port(second, DWN_DEFAULT_PORTS[1], "dwn target")))
         if env.get("TRIBUTARY_STACKS_URL"):
             devnets.external.append(f"stacks: {env['TRIBUTARY_STACKS_URL']}")
         else:
@@ -247,14 +288,14 @@ class LocalDevnets:
         return devnets
 
     def _running(self) -> list[Any]:
-        return [d for d in (self.bitcoin, self.evm, self.stacks, self.did) if d is not None]
+        return [d for d in (self.bitcoin, self.evm, self.stacks, self.did, self.dwn) if d is not None]
 
     def environ(self) -> dict[str, str]:
         return {k: v for devnet in self._running() for k, v in devnet.environ().items()}
 
     def commands(self) -> dict[str, list[str]]:
         names = {BitcoinDevnet: "bitcoin-devnet", EvmDevnet: "evm-devnet", StacksDevnet: "stacks-devnet",
-                 DidDevnet: "did-devnet"}
+                 DidDevnet: "did-devnet", DwnDevnet: "dwn-devnet"}
         return {names[type(devnet)]: devnet.command() for devnet in self._running()}
 
     def bootstrap(self) -> list[str]:

@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                              "not started when TRIBUTARY_EVM_URL names a real node")
     parser.add_argument("--did-ports", type=int, nargs=2, default=None, metavar=("PKARR", "WEB"),
                         help="ports of the DID devnet's Pkarr relay and did:web HTTPS server (default 8787 8443)")
+    parser.add_argument("--dwn-ports", type=int, nargs=2, default=None, metavar=("SOURCE", "TARGET"),
+                        help="ports of the two DWN servers (default 3001 3002)")
     parser.add_argument("--stacks-port", type=int, default=None,
                         help="RPC port of the stacks devnet (default 20443, or a free one if taken); "
                              "not started when TRIBUTARY_STACKS_URL names a real node")
@@ -163,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     env = deployment.environ()
     devnets = LocalDevnets.plan(deployment.state_dir, env, args.bitcoin_port, args.stacks_port, args.evm_port,
-                                tuple(args.did_ports) if args.did_ports else None)
+                                tuple(args.did_ports) if args.did_ports else None,
+                                tuple(args.dwn_ports) if args.dwn_ports else None)
     env.update(devnets.environ())
     env = prepare(deployment, args.settings, env)
     if args.prepare_only:
