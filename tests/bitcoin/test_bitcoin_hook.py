@@ -7,19 +7,19 @@ import json
 import socket
 import time
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from bitcoin.core import CBlock, CTransaction, b2lx
 from bitcoin_fake_node import RpcFault, fails
 
+from tests._shared import SHARED
 from tributary.bitcoin.hook import BitcoinCoreHook, BitcoinRpcError, btc_to_sats, sats_to_btc
 from tributary.bitcoin.parse import iter_block_file
 from tributary.core.errors import DataError, ErrorClass, PermanentError, TransientError, classify
 from tributary.core.masking import mask_text
 from tributary.core.retry import RetryPolicy
 
-DATA = Path("/work/shared/data/bitcoin")
+DATA = SHARED / "data" / "bitcoin"
 FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.002)
 GENESIS_RAW = next(iter_block_file(DATA / "btcd_blk_0_to_4.dat"))
 GENESIS = "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f"

@@ -8,13 +8,13 @@ import itertools
 import json
 import struct
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from bitcoin.core import CBlock as CoreBlock
 from bitcoin.core import COutPoint, CTransaction, CTxIn, CTxOut, b2lx
 from bitcoin.core.script import CScript
 
+from tests._shared import SHARED
 from tributary.bitcoin.parse import (
     PrevoutCache,
     bip34_height,
@@ -27,7 +27,7 @@ from tributary.bitcoin.parse import (
 )
 from tributary.core.errors import DataError
 
-DATA = Path("/work/shared/data/bitcoin")
+DATA = SHARED / "data" / "bitcoin"
 
 GENESIS = "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f"
 BLOCK_1 = "00000000839a8e6886ab5951d76f411475428afc90947ee320161bbf18eb6048"

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import pytest
 
+from tests._shared import SHARED
 from tributary.bitcoin import store
 from tributary.bitcoin.parse import iter_block_file, parse_block, parse_blocks, read_block
 from tributary.core.errors import DataError
 
-DATA = Path("/work/shared/data/bitcoin")
+DATA = SHARED / "data" / "bitcoin"
 
 
 def _chain() -> str:

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import base58
 import pytest
 
+from tests._shared import SHARED
 from tributary.did import diddht, didkey, keys
 from tributary.did.document import PortableDid
 from tributary.did.encoding import b64url_decode
 from tributary.did.resolver import ResolverConfig, resolve
 
-SPECS = Path(__file__).resolve().parents[3] / "shared" / "specs"
+SPECS = SHARED / "specs"
 WEB5 = SPECS / "web5" / "test-vectors"
 DID_KEY = SPECS / "did" / "did-key"
 UNSUPPORTED_DID_KEY_PREFIXES = ("z82L", "z2J9")  # P-384 and P-521: not supported (documented)

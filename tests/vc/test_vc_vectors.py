@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests._shared import SHARED
 from tributary.core.errors import DataError, SecurityError, TributaryError
 from tributary.did.document import PortableDid
 from tributary.vc.credential import validate
 from tributary.vc.vcjwt import _decode, issue_vc, verify_vc
 
-WEB5 = Path(__file__).resolve().parents[3] / "shared" / "specs" / "web5" / "test-vectors"
+WEB5 = SHARED / "specs" / "web5" / "test-vectors"
 
 
 def vectors(name: str) -> list[dict[str, Any]]:
