@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -460,3 +463,167 @@ def test_an_unreachable_node_is_retried_then_fails_as_transient(dag_folder, conn
     events = _error_events(conn, run.run_id)
     assert [kind for kind, _, _ in events] == ["retry", "retry", "retry", "failure"]
     assert {cls for _, cls, _ in events} == {"transient"}
+
+
+# --------------------------------------------------------------------------- longer chains, reorgs, a dying node
+def _node_counts(net: Devnet, start: int, stop: int) -> dict[str, int]:
+    """Rows the node's blocks ``start..stop`` make in each table (getblock verbosity 2)."""
+    counts = {"btc_blocks": 0, "btc_transactions": 0, "btc_inputs": 0, "btc_outputs": 0}
+    for height in range(start, stop + 1):
+        block = net.rpc("getblock", net.rpc("getblockhash", height), 2)
+        counts["btc_blocks"] += 1
+        counts["btc_transactions"] += len(block["tx"])
+        counts["btc_inputs"] += sum(len(tx["vin"]) for tx in block["tx"])
+        counts["btc_outputs"] += sum(len(tx["vout"]) for tx in block["tx"])
+    return counts
+
+
+def _rows_off_the_chain(conn: Any, chain: str, hashes: list[str]) -> dict[str, int]:
+    """Per table, the stored rows whose block is not one of ``hashes`` (the node's active chain)."""
+    found = {}
+    with conn.cursor() as cur:
+        for table in ("btc_blocks", "btc_transactions", "btc_inputs", "btc_outputs"):
+            column = "hash" if table == "btc_blocks" else "block_hash"
+            cur.execute(f"SELECT count(*) FROM {table} WHERE chain = %s AND NOT ({column} = ANY(%s))", (chain, hashes))
+            found[table] = int(cur.fetchone()[0])
+    conn.rollback()
+    return found
+
+
+def _duplicate_keys(conn: Any, chain: str) -> dict[str, int]:
+    """Per table, rows minus distinct primary keys (0: no key is stored twice)."""
+    keys = {"btc_blocks": "hash", "btc_transactions": "block_hash, txid", "btc_inputs": "block_hash, txid, idx",
+            "btc_outputs": "block_hash, txid, idx"}
+    found = {}
+    with conn.cursor() as cur:
+        for table, key in keys.items():
+            cur.execute(f"SELECT count(*) - count(DISTINCT ({key})) FROM {table} WHERE chain = %s", (chain,))
+            found[table] = int(cur.fetchone()[0])
+    conn.rollback()
+    return found
+
+
+def test_a_chain_of_500_blocks_with_transactions_syncs_end_to_end(dag_folder, conn, devnet: Devnet,
+                                                                    label: str) -> None:
+    for _ in range(20):  # 101 + 20 x 21 = 521 blocks, a few wallet payments every 21 blocks
+        devnet.send(3)
+        devnet.mine(21)
+    tip = devnet.height()
+    assert tip >= 500
+
+    run = _dag(dag_folder).test(run_conf={"chain_label": label, "range_size": 200, "batch_size": 25})
+    assert run.state == "success", _states(run)
+    assert sorted(i for task, i in _states(run) if task == "sync_range") == [0, 1, 2]
+    assert _counts(conn, label) == _node_counts(devnet, 0, tip)
+    _assert_matches_node(conn, devnet, label, range(0, tip + 1))
+    assert sync.check_continuity(conn, chain=label, start=0, stop=tip).ok
+    assert store.get_checkpoint(conn, chain=label, conn_id="tributary_bitcoin") == (tip, devnet.rpc("getbestblockhash"))
+
+
+def test_a_reorg_of_depth_3_rolls_back_exactly_3_heights_and_resyncs_them(conn, funded: Devnet, label: str) -> None:
+    funded.send(2)
+    funded.mine(3)
+    _sync_all(conn, funded, label)
+    tip = funded.height()
+    before = _counts(conn, label)
+    orphans = [funded.rpc("getblockhash", h) for h in range(tip - 2, tip + 1)]
+    orphaned_rows = {table: n for table, n in _node_counts(funded, tip - 2, tip).items()}
+
+    funded.rpc("invalidateblock", orphans[0])  # heights tip-2 .. tip leave the active chain
+    assert funded.height() == tip - 3
+    different = funded.send(1, "0.25")[0]  # a transaction no orphaned block holds
+    funded.mine(4)
+    new_tip = funded.height()
+    assert new_tip == tip + 1
+
+    plan, reorg = _sync_all(conn, funded, label)
+    assert (reorg.fork_height, reorg.depth, reorg.exact) == (tip - 3, 3, True)
+    assert reorg.removed == {"blocks": 3, "transactions": orphaned_rows["btc_transactions"],
+                             "inputs": orphaned_rows["btc_inputs"], "outputs": orphaned_rows["btc_outputs"]}
+    assert (plan.start, plan.stop) == (tip - 2, new_tip)  # exactly the rolled-back heights, then the new ones
+    node_hashes = [funded.rpc("getblockhash", h) for h in range(new_tip + 1)]
+    assert store.stored_hashes(conn, chain=label, start=0, stop=new_tip) == dict(enumerate(node_hashes))
+    assert _rows_off_the_chain(conn, label, node_hashes) == {"btc_blocks": 0, "btc_transactions": 0,
+                                                             "btc_inputs": 0, "btc_outputs": 0}
+    assert _counts(conn, label) == _node_counts(funded, 0, new_tip)
+    assert _counts(conn, label)["btc_blocks"] == before["btc_blocks"] + 1
+    _assert_matches_node(conn, funded, label, range(tip - 4, new_tip + 1))
+    with conn.cursor() as cur:
+        cur.execute("SELECT action, fork_height, depth, exact, old_tip, old_tip_height, new_tip_height"
+                    " FROM btc_reorgs WHERE chain = %s", (label,))
+        assert cur.fetchall() == [("rolled_back", tip - 3, 3, True, orphans[-1], tip, new_tip)]
+        cur.execute("SELECT count(*) FROM btc_transactions WHERE chain = %s AND txid = %s", (label, different))
+        assert cur.fetchone()[0] == 1
+    conn.rollback()
+    assert sync.check_continuity(conn, chain=label, start=0, stop=new_tip).ok
+
+
+def _kill_when_stored(handle: Any, chain: str, blocks: int, done: threading.Event) -> threading.Thread:
+    """A thread that SIGKILLs the devnet as soon as ``blocks`` blocks of ``chain`` are committed."""
+    from tributary.storage.warehouse import connect
+
+    def watch() -> None:
+        with connect() as watcher:
+            watcher.autocommit = True
+            while not done.is_set() and handle.process.poll() is None:
+                with watcher.cursor() as cur:
+                    cur.execute("SELECT count(*) FROM btc_blocks WHERE chain = %s", (chain,))
+                    if cur.fetchone()[0] >= blocks:
+                        handle.process.send_signal(signal.SIGKILL)
+                        handle.process.wait()
+                        return
+                time.sleep(0.005)
+
+    thread = threading.Thread(target=watch, name="kill-devnet", daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_node_killed_mid_sync_fails_transient_then_a_rerun_completes_without_duplicates(
+        dag_folder, conn, devnet: Devnet, label: str) -> None:
+    from devnets.bitcoin.process import start_devnet
+
+    for _ in range(5):
+        devnet.send(3)
+        devnet.mine(40)
+    tip, best = devnet.height(), devnet.rpc("getbestblockhash")
+    expected = _node_counts(devnet, 0, tip)
+    dag = _dag(dag_folder)
+    for task in dag.tasks:  # a short backoff; the number of retries stays the DAG's
+        task.retry_delay = timedelta(milliseconds=100)
+        task.max_retry_delay = timedelta(milliseconds=200)
+
+    done = threading.Event()
+    killer = _kill_when_stored(devnet.handle, label, 40, done)
+    try:
+        run = dag.test(run_conf={"chain_label": label, "batch_size": 5, "rpc_batch_size": 5})
+    finally:
+        done.set()
+        killer.join(10)
+    assert devnet.handle.process.returncode == -signal.SIGKILL, "the sync finished before the node was killed"
+    assert run.state == "failed"
+    ranges = run.get_task_instance("sync_range", map_index=0)
+    assert str(ranges.state) == "failed" and ranges.try_number == ranges.max_tries + 1 == 4
+    events = [(kind, cls) for kind, cls, task in _error_events(conn, run.run_id) if task == "sync_range"]
+    assert events == [("retry", "transient")] * 3 + [("failure", "transient")]
+    stored = _counts(conn, label)["btc_blocks"]
+    assert 40 <= stored < tip + 1  # committed batches stay; the rest was never loaded
+
+    restarted = start_devnet(devnet.handle.datadir, port=devnet.handle.port)
+    try:
+        from tributary.bitcoin.hook import BitcoinCoreHook
+
+        node = BitcoinCoreHook(wallet="")
+        assert (node.call("getblockcount"), node.call("getbestblockhash")) == (tip, best)
+        again = dag.test(run_conf={"chain_label": label, "batch_size": 5, "rpc_batch_size": 5})
+        assert again.state == "success", _states(again)
+        plan = again.get_task_instance("plan_ranges").xcom_pull(task_ids="plan_ranges", key="plan")
+        assert plan["start"] <= stored and plan["stop"] == tip
+        assert _counts(conn, label) == expected
+        assert _duplicate_keys(conn, label) == {"btc_blocks": 0, "btc_transactions": 0, "btc_inputs": 0,
+                                                "btc_outputs": 0}
+        devnet.node = node
+        _assert_matches_node(conn, devnet, label, range(0, tip + 1))
+        assert store.get_checkpoint(conn, chain=label, conn_id="tributary_bitcoin") == (tip, best)
+    finally:
+        restarted.stop()

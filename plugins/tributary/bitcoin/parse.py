@@ -225,7 +225,7 @@ def _bech32m(hrp: str, version: int, program: bytes) -> str | None:
 
 def script_address(script: bytes, network: str = "main", kind: str | None = None) -> str | None:
     """The address Bitcoin Core shows for an output script on ``network``; None when it has none."""
-    from bitcoin.segwit_addr import encode as bech32_encode
+    from bitcoin.segwit_addr import bech32_encode
 
     kind = kind or script_type(script)
     network = normalize_network(network)
@@ -236,7 +236,10 @@ def script_address(script: bytes, network: str = "main", kind: str | None = None
         if kind == "p2sh":
             return str(CBase58Data.from_bytes(script[2:22], script_prefix))
         if kind in ("p2wpkh", "p2wsh"):
-            return bech32_encode(BECH32_HRP[network], 0, script[2:])
+            # The library's bech32_encode, not its encode(): encode() decodes every address it makes
+            # again to check it, which was most of a block's parse time; script_type already checked
+            # the version and program length that decode() would.
+            return bech32_encode(BECH32_HRP[network], [0, *convertbits(script[2:], 8, 5)])
         if kind in ("p2tr", "anchor", "witness_unknown"):
             program = witness_program(script)
             return _bech32m(BECH32_HRP[network], *program) if program else None
