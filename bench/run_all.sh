@@ -18,7 +18,8 @@ suite() {
   echo "(bootstrap: $((SECONDS - started)) s)"
   cd "$ROOT" || return 1
   for spec in "bench_dag_parse.py 90" "bench_trigger_latency.py 240" "bench_startup.py 150" \
-              "bench_ml_pipeline.py 600" "bench_bitcoin_sync.py 240" "bench_evm.py 120"; do
+              "bench_ml_pipeline.py 600" "bench_bitcoin_sync.py 240" "bench_evm.py 120" \
+              "bench_web5.py 240"; do
     name="${spec% *}" limit="${spec#* }"
     echo
     echo "## $name"
