@@ -1,0 +1,122 @@
+"""
+### Web5: DID and credential issuance
+
+REST-triggered: creates a subject DID, publishes it where its method needs it, issues a Verifiable
+Credential (VC-JWT) signed by the issuer, and stores the DID document and the credential in the
+tenant's Decentralized Web Node. **Idempotent per `request_id`**: a re-trigger returns the same DID,
+credential and records and writes nothing; the same `request_id` with other params fails (permanent).
+
+1. `create_subject`: the subject DID (`method`), its keys sealed in the key store (`did_keys`), the
+   request's row in `did_issuance_requests` (or the existing row, reused).
+2. `resolve_issuer`: the `issuer` param (its keys must be in the key store) or the deployment's issuer
+   of the `tributary_did` Connection, created once (did:web under `web_root`, else did:dht, else did:jwk).
+3. `publish_subject`: did:web -> `web_root` of the `tributary_did` Connection; did:dht -> its Pkarr
+   relay; resolved back before going on.
+4. `issue_credential`: VC-JWT (`credential_type`, `claims`, `expiry_days`; with `with_status` a
+   revocation entry in the issuer's Bitstring Status List).
+5. `store_in_dwn`: records `didDocument` and `credential` of protocol
+   `https://tributary.example/protocols/identity` (tagged with the request id) in the DWN of `dwn_conn_id`.
+6. `record_request`: marks the request completed; its XCom `return_value` is the result
+   `{request_id, did, credential, dwn_records, issuer, replayed}` (no private key ever enters XCom).
+
+See docs/web5-identity.md (REST example included).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, task
+
+from tributary.core.defaults import default_args
+from tributary.core.failfast import classified
+
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # = tributary.did.issuance.REQUEST_ID_PATTERN
+DID_PATTERN = r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$"
+CONN_PATTERN = r"^[A-Za-z0-9_.-]{1,250}$"
+
+
+@dag(
+    dag_id="did_issuance",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=16,
+    tags=["web5", "did", "vc", "dwn", "identity"],
+    doc_md=__doc__,
+    default_args=default_args("did", retries=3, retry_delay=timedelta(seconds=5),
+                              max_retry_delay=timedelta(minutes=2), execution_timeout=timedelta(minutes=5)),
+    params={
+        "request_id": Param(None, type=["null", "string"], pattern=REQUEST_ID_PATTERN,
+                            description="Idempotency key of the request (required; letters, digits, . _ -)."),
+        "method": Param("dht", type="string", enum=["key", "jwk", "web", "dht"],
+                        description="DID method of the subject DID."),
+        "claims": Param({}, type="object",
+                        description="credentialSubject claims (the subject DID is added as 'id')."),
+        "credential_type": Param("IdentityCredential", type="string", pattern=r"^[A-Za-z][A-Za-z0-9]{0,63}$",
+                                 description="Credential type, after VerifiableCredential."),
+        "expiry_days": Param(365, type=["null", "integer"], minimum=1, maximum=36500,
+                             description="Days until the credential expires (null: no expiry)."),
+        "with_status": Param(False, type="boolean",
+                             description="Allocate a revocation entry in the issuer's status list."),
+        "issuer": Param(None, type=["null", "string"], pattern=DID_PATTERN,
+                        description="Issuer DID held in the key store (null: the deployment's issuer)."),
+        "did_conn_id": Param("tributary_did", type="string", pattern=CONN_PATTERN,
+                             description="tributary_did Connection: key store KEK, Pkarr relay, web root."),
+        "dwn_conn_id": Param("tributary_dwn_source", type="string", pattern=CONN_PATTERN,
+                             description="tributary_dwn Connection of the tenant DWN that stores the records."),
+    },
+)
+def did_issuance():
+    @task
+    @classified("did")
+    def create_subject(params: dict | None = None) -> dict:
+        from tributary.did.issuance import session
+
+        with session(params) as issuance:
+            return issuance.create_subject()
+
+    @task
+    @classified("did")
+    def resolve_issuer(subject: dict, params: dict | None = None) -> str:
+        from tributary.did.issuance import session
+
+        with session(params) as issuance:
+            return issuance.ensure_issuer()
+
+    @task
+    @classified("did")
+    def publish_subject(issuer: str, params: dict | None = None) -> dict:
+        from tributary.did.issuance import session
+
+        with session(params) as issuance:
+            return issuance.publish_subject()
+
+    @task
+    @classified("did")
+    def issue_credential(subject: dict, params: dict | None = None) -> str | None:
+        from tributary.did.issuance import session
+
+        with session(params) as issuance:
+            return issuance.issue_credential()
+
+    @task
+    @classified("dwn")
+    def store_in_dwn(token: str | None, params: dict | None = None) -> dict:
+        from tributary.did.issuance import session
+
+        with session(params) as issuance:
+            return issuance.store_in_dwn(token)
+
+    @task
+    @classified("did")
+    def record_request(records: dict, params: dict | None = None) -> dict:
+        from tributary.did.issuance import session
+
+        with session(params) as issuance:
+            return issuance.complete()
+
+    record_request(store_in_dwn(issue_credential(publish_subject(resolve_issuer(create_subject())))))
+
+
+did_issuance()
