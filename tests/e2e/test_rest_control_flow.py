@@ -31,7 +31,7 @@ pytestmark = pytest.mark.e2e
 DAG_IDS = ("integration_health", "error_analysis", "platform_alert_drill", "ml_pipeline_iris",
            "ml_pipeline_iris_analysis", "ml_pipeline_breast_cancer", "ml_train_register", "ml_deploy",
            "ml_batch_score", "bitcoin_settlement", "bitcoin_block_watch", "identity_verification",
-           "dwn_data_replication")
+           "dwn_data_replication", "did_issuance")
 # Unpaused by the fixture; the lifecycle DAGs only by the chain test (a pipeline unpaused also gets
 # its latest scheduled run, which would load the machine while the other tests run).
 UNPAUSED = DAG_IDS[:5]
@@ -472,6 +472,31 @@ def test_dwn_records_are_replicated_between_the_two_servers_over_rest(
     assert result["verified"] is True, result
     replicated, _ = target.query_records({"protocol": protocol}, limit=100)
     assert sorted(r["recordId"] for r in replicated) == sorted(w["recordId"] for w in written[1:])
+
+
+def test_a_did_issued_over_rest_is_stored_in_the_dwn_and_its_credential_verifies(airflow: Deployment) -> None:
+    """did_issuance (did:dht subject, the deployment's did:web issuer, status list) -> identity_verification."""
+    ops = airflow.client("ops")
+    for dag_id in ("did_issuance", "identity_verification"):
+        ops.unpause(dag_id)
+    conf = {"request_id": f"e2e-{uuid.uuid4().hex[:8]}", "method": "dht", "claims": {"name": "Grace"},
+            "with_status": True}
+    run_id, state = _trigger_and_wait(ops, "did_issuance", conf)
+    assert state == "success", airflow.log_tail()
+    issued = ops.xcom("did_issuance", run_id, "record_request")
+    assert issued["did"].startswith("did:dht:") and issued["issuer"].startswith("did:web:")
+    assert issued["dwn_records"] and issued["replayed"] is False
+    again, state = _trigger_and_wait(ops, "did_issuance", conf)  # the same request id: nothing new
+    assert state == "success"
+    replay = ops.xcom("did_issuance", again, "record_request")
+    assert replay["replayed"] is True and replay["credential"] == issued["credential"]
+
+    # The deployment resolves its own issuer (did:web over its HTTPS devnet) and the status list.
+    run_id, state = _trigger_and_wait(ops, "identity_verification", {"credential": issued["credential"],
+                                                                      "expected_subject": issued["did"]})
+    assert state == "success", airflow.log_tail()
+    verdict = ops.xcom("identity_verification", run_id, "record_verdict")
+    assert verdict["valid"] is True, verdict
 
 
 def test_sigterm_stops_every_airflow_process(airflow: Deployment) -> None:
