@@ -9,7 +9,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -47,11 +47,16 @@ class ManagedProcess:
         self.stop()
 
 
-def start_with_ready_line(cmd: Sequence[str], ready_prefix: str, output: list[str], *, name: str,
+MAX_OUTPUT_LINES = 2000  # what a handle keeps of a server's output (for error messages)
+
+
+def start_with_ready_line(cmd: Sequence[str], ready: str | Callable[[str], bool], output: list[str], *, name: str,
                           timeout: float = 30, cwd: Path | str | None = None,
                           env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start ``cmd`` (stdout+stderr collected into ``output``) and return once a line starts with
-    ``ready_prefix``; stop it and raise ``RuntimeError`` with its output if it exits or times out first."""
+    ``ready`` (a prefix) or satisfies it (a predicate); stop it and raise ``RuntimeError`` with its
+    output if it exits or times out first."""
+    is_ready = ready if callable(ready) else (lambda line: line.startswith(ready))
     process = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     lines: queue.Queue[str | None] = queue.Queue()
@@ -59,7 +64,8 @@ def start_with_ready_line(cmd: Sequence[str], ready_prefix: str, output: list[st
     def pump() -> None:
         assert process.stdout is not None
         for line in process.stdout:
-            output.append(line)
+            if len(output) < MAX_OUTPUT_LINES:
+                output.append(line)
             lines.put(line)
         lines.put(None)
 
@@ -71,8 +77,8 @@ def start_with_ready_line(cmd: Sequence[str], ready_prefix: str, output: list[st
             line = lines.get(timeout=max(remaining, 0.01))
         except queue.Empty:
             line = ""
-        if line and line.startswith(ready_prefix):
+        if line and is_ready(line):
             return process
         if line is None or remaining <= 0:
             stop_process(process)
-            raise RuntimeError(f"{name} did not start:\n" + "".join(output))
+            raise RuntimeError(f"{name} did not start:\n" + "".join(output[-50:]))

@@ -10,27 +10,20 @@ one process; starting again on the same ``data_dir`` keeps the stored messages. 
 from __future__ import annotations
 
 import os
-import queue
 import shutil
 import signal
-import socket
 import subprocess
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devnets._process import ManagedProcess, free_port, start_with_ready_line
+
 HERE = Path(__file__).resolve().parent
 PACKAGE = HERE / "node_modules" / "@web5" / "dwn-server"
 MAIN = PACKAGE / "dist" / "esm" / "src" / "main.js"
 READY_PREFIX = "HttpServer listening on port "
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def installed() -> bool:
@@ -60,7 +53,7 @@ def server_env(port: int, data_dir: Path) -> dict[str, str]:
 
 
 @dataclass
-class DwnServer:
+class DwnServer(ManagedProcess):
     port: int
     data_dir: Path
     process: subprocess.Popen
@@ -74,16 +67,6 @@ class DwnServer:
     def running(self) -> bool:
         return self.process.poll() is None
 
-    def stop(self, timeout: float = 10) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
     def kill(self) -> int:
         """SIGKILL: a crash, no clean shutdown (used to test resuming replication)."""
         if self.process.poll() is None:
@@ -94,12 +77,6 @@ class DwnServer:
         """Start a new process on the same port and data dir (stops this one first)."""
         self.stop()
         return start_dwn_server(self.data_dir, port=self.port, timeout=timeout)
-
-    def __enter__(self) -> DwnServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _healthy(url: str) -> bool:
@@ -117,34 +94,17 @@ def start_dwn_server(data_dir: str | Path, *, port: int | None = None, timeout: 
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port if port is not None else free_port()
-    process = subprocess.Popen(["node", str(MAIN)], cwd=data_dir, env=server_env(port, data_dir),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    handle = DwnServer(port, data_dir, process)
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if len(handle.output) < 2000:
-                handle.output.append(line)
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
+    output: list[str] = []
+    process = start_with_ready_line(["node", str(MAIN)], lambda line: READY_PREFIX in line, output,
+                                    name="dwn-server", timeout=timeout, cwd=data_dir, env=server_env(port, data_dir))
+    handle = DwnServer(port, data_dir, process, output)
     deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        try:
-            line = lines.get(timeout=max(min(remaining, 1.0), 0.01))
-        except queue.Empty:
-            line = ""
-        if line and READY_PREFIX in line:
-            while time.monotonic() < deadline and not _healthy(handle.url):
-                time.sleep(0.05)
-            return handle
-        if line is None or remaining <= 0:
+    while not _healthy(handle.url):
+        if time.monotonic() > deadline:
             handle.stop()
-            raise RuntimeError("dwn-server did not start:\n" + "".join(handle.output[-50:]))
+            raise RuntimeError("dwn-server never answered /health:\n" + "".join(output[-50:]))
+        time.sleep(0.05)
+    return handle
 
 
 def start_peers(count: int, root: str | Path, *, ports: list[int] | None = None) -> list[DwnServer]:

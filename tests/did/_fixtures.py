@@ -59,19 +59,3 @@ def pg3(warehouse: Any) -> Iterator[Any]:
     yield conn
     conn.rollback()
     conn.close()
-
-
-@pytest.fixture(scope="session")
-def airflow_db() -> None:
-    from airflow.utils import db
-
-    db.resetdb()
-
-
-@pytest.fixture
-def project_dags(airflow_db: None, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = ROOT / "dags"
-    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps([
-        {"name": "tributary-project-dags", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-         "kwargs": {"path": str(folder), "refresh_interval": 0}}]))
-    return folder

@@ -1,1 +1,1 @@
-from tests.did._fixtures import airflow_db, did_config, did_conn, did_devnet, pg3, project_dags  # noqa: F401
+from tests.did._fixtures import did_config, did_conn, did_devnet, pg3  # noqa: F401

@@ -207,14 +207,7 @@ class BitcoinCoreHook(TributaryHook):
 
     @cached_property
     def base_url(self) -> str:
-        host = (self.connection.host or "").strip()
-        if not host:
-            raise PermanentError(f"connection {self.conn_id!r}: host is empty", system=self.system,
-                                 reason="config:host")
-        if host.startswith(("http://", "https://")):
-            return host.rstrip("/")
-        port = self.connection.port or DEFAULT_RPC_PORTS[self.network or "main"]
-        return f"http://{host}:{port}"
+        return self.http_base_url(DEFAULT_RPC_PORTS[self.network or "main"])
 
     def endpoint(self, wallet: str | None = None) -> str:
         """The URL for a call; ``wallet=None`` means the hook's wallet, ``""`` the node (no wallet)."""

@@ -78,6 +78,18 @@ class TributaryHook(BaseHook):
             return self._timeout
         return float(self.extra.get("timeout", self.default_timeout))
 
+    def http_base_url(self, default_port: int | None = None) -> str:
+        """The Connection's host as a base URL: a full ``http(s)://`` URL as given (no trailing ``/``),
+        else ``http://host:port`` with the Connection's port or ``default_port``."""
+        host = (self.connection.host or "").strip().rstrip("/")
+        if not host:
+            raise PermanentError(f"connection {self.conn_id!r}: host is empty", system=self.system,
+                                 reason="config:host")
+        if host.startswith(("http://", "https://")):
+            return host
+        port = self.connection.port or default_port
+        return f"http://{host}" + (f":{port}" if port else "")
+
     # ----------------------------------------------------------------- behaviour
     def get_conn(self) -> Any:
         raise NotImplementedError

@@ -90,13 +90,7 @@ class DwnHook(TributaryHook):
     # ----------------------------------------------------------------- settings
     @cached_property
     def base_url(self) -> str:
-        host = (self.connection.host or "").strip().rstrip("/")
-        if not host:
-            raise PermanentError(f"connection {self.conn_id!r}: host is empty", system=self.system,
-                                 reason="config:host")
-        if not host.startswith(("http://", "https://")):
-            host = f"http://{host}" + (f":{self.connection.port}" if self.connection.port else "")
-        return host
+        return self.http_base_url()
 
     @cached_property
     def signer(self) -> DidKey:

@@ -140,13 +140,7 @@ class StacksHook(TributaryHook):
 
     @cached_property
     def base_url(self) -> str:
-        host = (self.connection.host or "").strip()
-        if not host:
-            raise PermanentError(f"connection {self.conn_id!r}: host is empty", system=self.system,
-                                 reason="config:host")
-        if host.startswith(("http://", "https://")):
-            return host.rstrip("/")
-        return f"http://{host}:{self.connection.port or DEFAULT_PORT}"
+        return self.http_base_url(DEFAULT_PORT)
 
     @cached_property
     def _key(self) -> PrivateKey:
