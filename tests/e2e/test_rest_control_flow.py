@@ -31,7 +31,8 @@ pytestmark = pytest.mark.e2e
 DAG_IDS = ("integration_health", "error_analysis", "platform_alert_drill", "ml_pipeline_iris",
            "ml_pipeline_iris_analysis", "ml_pipeline_breast_cancer", "ml_train_register", "ml_deploy",
            "ml_batch_score", "bitcoin_settlement", "bitcoin_block_watch", "identity_verification",
-           "dwn_data_replication", "did_issuance")
+           "dwn_data_replication", "did_issuance",
+           "evm_contract_execution", "stacks_contract_execution")
 # Unpaused by the fixture; the lifecycle DAGs only by the chain test (a pipeline unpaused also gets
 # its latest scheduled run, which would load the machine while the other tests run).
 UNPAUSED = DAG_IDS[:5]
@@ -497,6 +498,36 @@ def test_a_did_issued_over_rest_is_stored_in_the_dwn_and_its_credential_verifies
     assert state == "success", airflow.log_tail()
     verdict = ops.xcom("identity_verification", run_id, "record_verdict")
     assert verdict["valid"] is True, verdict
+
+
+def test_contracts_deployed_and_called_over_rest_on_anvil_and_the_stacks_simnet(airflow: Deployment) -> None:
+    """evm_contract_execution and stacks_contract_execution through the deployment's own devnets."""
+    ops = airflow.client("ops")
+    for dag_id in ("evm_contract_execution", "stacks_contract_execution"):
+        ops.unpause(dag_id)
+
+    def evm(conf: dict) -> dict:
+        run_id, state = _trigger_and_wait(ops, "evm_contract_execution", conf)
+        assert state == "success", airflow.log_tail()
+        return ops.xcom("evm_contract_execution", run_id, "execute")
+
+    deployed = evm({"contract": "Registry", "action": "deploy", "args": []})
+    assert deployed["address"].startswith("0x")
+    sent = evm({"contract": "Registry", "function": "increment", "args": [], "idempotency_key": uuid.uuid4().hex})
+    assert sent["status"] == "confirmed" and sent["events"][0]["event"] == "Incremented", sent
+    bad = ops.trigger("evm_contract_execution", {"contract": "Registry", "function": "record", "value_wei": "-1"})
+    assert bad.status_code == 400, bad.text
+
+    request = f"e2e-{uuid.uuid4().hex[:8]}"
+    run_id, state = _trigger_and_wait(ops, "stacks_contract_execution",
+                                      {"action": "deploy", "contract": "counter", "request_id": request})
+    assert state == "success", airflow.log_tail()
+    run_id, state = _trigger_and_wait(ops, "stacks_contract_execution", {
+        "action": "call", "contract": "counter", "function": "increment", "args": [{"type": "uint", "value": "3"}],
+        "request_id": f"{request}-call"})
+    assert state == "success", airflow.log_tail()
+    outcome = ops.xcom("stacks_contract_execution", run_id, "await_confirmation")
+    assert "(ok u3)" in json.dumps(outcome), outcome
 
 
 def test_sigterm_stops_every_airflow_process(airflow: Deployment) -> None:
