@@ -234,6 +234,21 @@ def test_ranges_loaded_out_of_order_get_their_fees_filled_in(conn, funded: Devne
     assert sync.check_continuity(conn, chain=label, start=0, stop=tip).ok
 
 
+def test_the_parallel_parse_path_stores_what_the_node_has(conn, funded: Devnet, label: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Big batches are parsed in forked workers (spent-output values and fees resolved afterwards in
+    height order): forced on small blocks, the rows and fees must equal the node's, like the serial path."""
+    from tributary.bitcoin.hook import BitcoinCoreHook
+
+    monkeypatch.setattr(sync, "PARALLEL_MIN_BLOCKS", 1)
+    monkeypatch.setattr(sync, "PARALLEL_MIN_BYTES", 0)
+    tip = funded.height()
+    sync.sync_range(conn, BitcoinCoreHook(), chain=label, network="regtest", start=0, stop=tip, batch_size=16)
+    assert sync.fill_missing_fees(conn, chain=label) == (0, 0)  # every in-batch spend was priced by the parent
+    _assert_matches_node(conn, funded, label, range(0, tip + 1))
+    assert _counts(conn, label)["btc_blocks"] == tip + 1
+
+
 def test_a_reorg_deeper_than_the_limit_raises_security_error_and_deletes_nothing(conn, funded: Devnet,
                                                                                   label: str) -> None:
     _sync_all(conn, funded, label)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tributary.bitcoin.parse import BlockRow, Outpoint, ParsedBlock, PrevoutLookup
+from tributary.bitcoin.parse import BlockRow, InputRow, Outpoint, OutputRow, ParsedBlock, PrevoutLookup, TransactionRow
 from tributary.core.errors import DataError
 
 BLOCK_COLUMNS = ("chain", *BlockRow._fields)
@@ -73,6 +73,51 @@ def _lines(rows: Iterable[Sequence[Any]], prefix: str) -> Iterator[str]:
         yield prefix + "\t".join(map(_text, row)) + "\n"
 
 
+def _opt(value: int | None) -> str:
+    return "\\N" if value is None else str(value)
+
+
+def _opt_text(value: str | None) -> str:
+    if value is None:
+        return "\\N"
+    return value if value.isalnum() else value.translate(_ESCAPES)
+
+
+def _hex(value: str | None) -> str:
+    return "\\N" if value is None else value
+
+
+def _witness(stack: tuple[str, ...] | None) -> str:
+    if stack is None:
+        return "\\N"
+    return '{"' + '","'.join(stack) + '"}' if stack else "{}"
+
+
+# The per-table formatters below write what ``_lines`` writes, one f-string per row instead of a
+# ``_text`` call per field (same text): hashes, txids, scripts and witness items are hex (parse.py
+# writes them with ``bytes.hex``/``b2lx``) and numbers are digits, so they need no escaping; only the
+# text columns (script type, address) go through the escape table, and only when not alphanumeric.
+def _transaction_lines(rows: Iterable[TransactionRow], prefix: str) -> Iterator[str]:
+    for r in rows:
+        yield (f"{prefix}{r.block_hash}\t{r.txid}\t{r.wtxid}\t{r.idx}\t"
+               f"{'t' if r.is_coinbase else 'f'}\t{'t' if r.has_witness else 'f'}\t{r.version}\t{r.locktime}\t"
+               f"{r.size}\t{r.vsize}\t{r.weight}\t{r.input_count}\t{r.output_count}\t{r.output_value}\t"
+               f"{_opt(r.fee)}\n")
+
+
+def _input_lines(rows: Iterable[InputRow], prefix: str) -> Iterator[str]:
+    for r in rows:
+        yield (f"{prefix}{r.block_hash}\t{r.txid}\t{r.idx}\t{_hex(r.prev_txid)}\t"
+               f"{_opt(r.prev_vout)}\t{r.script_sig}\t{_witness(r.witness)}\t{r.sequence}\t"
+               f"{_opt(r.value)}\n")
+
+
+def _output_lines(rows: Iterable[OutputRow], prefix: str) -> Iterator[str]:
+    for r in rows:
+        yield (f"{prefix}{r.block_hash}\t{r.txid}\t{r.idx}\t{r.value}\t"
+               f"{r.script_pubkey}\t{_opt_text(r.script_type)}\t{_opt_text(r.address)}\n")
+
+
 def _block_values(row: BlockRow) -> tuple[Any, ...]:
     time = datetime.fromtimestamp(row.time, UTC).isoformat(sep=" ")
     return row._replace(time=time)  # type: ignore[arg-type]
@@ -116,9 +161,9 @@ def load_blocks(conn: Any, blocks: Sequence[ParsedBlock], *, chain: str,
     prefix = _text(chain) + "\t"
     payload = {
         "btc_blocks": _lines((_block_values(b.block) for b in unique), prefix),
-        "btc_transactions": _lines((t for b in unique for t in b.transactions), prefix),
-        "btc_inputs": _lines((i for b in unique for i in b.inputs), prefix),
-        "btc_outputs": _lines((o for b in unique for o in b.outputs), prefix),
+        "btc_transactions": _transaction_lines((t for b in unique for t in b.transactions), prefix),
+        "btc_inputs": _input_lines((i for b in unique for i in b.inputs), prefix),
+        "btc_outputs": _output_lines((o for b in unique for o in b.outputs), prefix),
     }
     with _transaction(conn) as cur:
         for table, (columns, _, _) in _TABLES.items():
@@ -209,7 +254,8 @@ def _set_checkpoint(cur: Any, chain: str, conn_id: str, height: int, block_hash:
 
 
 def stored_prevouts(conn: Any, *, chain: str) -> PrevoutLookup:
-    """A ``parse`` lookup answering spent-output values from ``btc_outputs`` (one query per block)."""
+    """A ``parse`` lookup answering spent-output values from ``btc_outputs`` (one query per call: per
+    block when ``parse_blocks`` calls it, per batch in ``sync``'s parallel parse)."""
 
     def lookup(outpoints: Sequence[Outpoint]) -> Mapping[Outpoint, int]:
         if not outpoints:

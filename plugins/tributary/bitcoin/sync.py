@@ -14,7 +14,9 @@ The steps of the ``bitcoin_chain_sync`` DAG, without Airflow (each takes a wareh
    :func:`split_ranges` cuts them into ranges for mapped tasks.
 3. :func:`sync_range` loads one range: ``getblockhash`` in batches, ``getblock <hash> 0`` in batches
    (the next batch is fetched while the current one is parsed and loaded), python-bitcoinlib parsing
-   (``parse.py``), COPY + upsert (``store.load_blocks``), one transaction per batch. Ranges never
+   (``parse.py``; a big batch in :data:`PARSE_WORKERS` forked processes, a block each, its spent-output
+   values then resolved here with one warehouse query per batch), COPY + upsert
+   (``store.load_blocks``), one transaction per batch. Ranges never
    touch the checkpoint, so they may run in any order or in parallel; spent-output values come from
    the batch and the warehouse, and what a parallel range had not stored yet is filled in afterwards
    by :func:`fill_missing_fees`.
@@ -29,14 +31,16 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tributary.bitcoin import store
-from tributary.bitcoin.parse import PrevoutCache, parse_blocks
+from tributary.bitcoin.parse import Outpoint, ParsedBlock, PrevoutCache, PrevoutLookup, parse_block, parse_blocks
 from tributary.core.errors import DataError, PermanentError, SecurityError, TransientError
 
 if TYPE_CHECKING:
@@ -333,6 +337,70 @@ def _batches(hashes: Sequence[str], size: int) -> Iterator[tuple[int, Sequence[s
         yield offset, hashes[offset:offset + size]
 
 
+# A batch is parsed in worker processes when it is big enough for the processes to pay for
+# themselves (forking, pickling the rows back); smaller batches are parsed in this process.
+PARSE_WORKERS = 2
+PARALLEL_MIN_BLOCKS = 4
+PARALLEL_MIN_BYTES = 1_000_000
+
+
+def _parse_alone(raw: bytes, height: int, network: str) -> ParsedBlock | tuple[str, str | None]:
+    """One block parsed on its own (in a worker process): spends of other blocks stay unpriced.
+    A ``DataError`` comes back as (message, reason), since the exception's keywords do not pickle."""
+    try:
+        return parse_block(raw, height=height, network=network)
+    except DataError as exc:
+        return str(exc), exc.reason
+
+
+def _parse_parallel(pool: Executor, raw: Sequence[bytes], *, first_height: int, network: str,
+                    lookup: PrevoutLookup, known: PrevoutCache) -> list[ParsedBlock]:
+    """What ``parse_blocks(raw, lookup=lookup, known=known)`` returns, with the blocks parsed in ``pool``.
+
+    Each worker parses one block alone; here, block by block in height order, the outputs of the block
+    join ``known`` (as ``parse_block`` adds them) and its unpriced spends take their values from it; what
+    is still unknown then is asked of ``lookup`` in one call for the whole batch (nothing of the batch
+    is stored yet, so one call answers what a call per block would), and the fees are completed.
+    """
+    heights = range(first_height, first_height + len(raw))
+    parsed: list[ParsedBlock] = []
+    unpriced: list[list[int]] = []  # per block: indexes of inputs still without a value
+    ask: dict[Outpoint, None] = {}
+    values = known.values
+    for block in pool.map(_parse_alone, raw, heights, [network] * len(raw)):
+        if isinstance(block, tuple):
+            raise DataError(block[0], system=SYSTEM, reason=block[1])
+        known.add(block.outputs)
+        missing = []
+        inputs = block.inputs
+        for index, row in enumerate(inputs):
+            if row.value is None and row.prev_txid is not None:
+                value = values.get((row.prev_txid, row.prev_vout))  # type: ignore[arg-type]
+                if value is None:
+                    missing.append(index)
+                    ask[(row.prev_txid, row.prev_vout)] = None  # type: ignore[index]
+                else:
+                    inputs[index] = row._replace(value=value)
+        parsed.append(block)
+        unpriced.append(missing)
+    found = lookup(list(ask)) if ask else {}
+    for block, missing in zip(parsed, unpriced, strict=True):
+        inputs = block.inputs
+        for index in missing:
+            row = inputs[index]
+            value = found.get((row.prev_txid, row.prev_vout))  # type: ignore[arg-type]
+            if value is not None:
+                inputs[index] = row._replace(value=value)
+        position = 0
+        transactions = block.transactions
+        for index, tx in enumerate(transactions):
+            spent = inputs[position:position + tx.input_count]
+            position += tx.input_count
+            if tx.fee is None and not tx.is_coinbase and spent and all(i.value is not None for i in spent):
+                transactions[index] = tx._replace(fee=sum(i.value for i in spent) - tx.output_value)  # type: ignore[misc]
+    return parsed
+
+
 def sync_range(conn: Any, hook: BitcoinCoreHook, *, chain: str, network: str, start: int, stop: int,
                batch_size: int = 50, rpc_batch_size: int = 20, **_: Any) -> RangeResult:
     """Load heights ``start..stop`` (inclusive); one transaction per ``batch_size`` blocks."""
@@ -343,7 +411,9 @@ def sync_range(conn: Any, hook: BitcoinCoreHook, *, chain: str, network: str, st
     known = PrevoutCache()
     total = ChainTotals()
     previous: str | None = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="getblock") as pool:
+    with ExitStack() as stack:
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="getblock"))
+        workers: Executor | None = None  # started for the first batch big enough, shut down with the range
         batches = list(_batches(hashes, batch_size))
 
         def fetch(index: int) -> Future[list[bytes]]:
@@ -353,7 +423,15 @@ def sync_range(conn: Any, hook: BitcoinCoreHook, *, chain: str, network: str, st
         for index, (offset, wanted) in enumerate(batches):
             raw = pending.result() if pending is not None else []
             pending = fetch(index + 1) if index + 1 < len(batches) else None  # overlap the next download
-            parsed = list(parse_blocks(raw, first_height=start + offset, network=network, lookup=lookup, known=known))
+            if len(raw) >= PARALLEL_MIN_BLOCKS and sum(map(len, raw)) >= PARALLEL_MIN_BYTES:
+                if workers is None:
+                    workers = stack.enter_context(ProcessPoolExecutor(
+                        max_workers=PARSE_WORKERS, mp_context=multiprocessing.get_context("fork")))
+                parsed = _parse_parallel(workers, raw, first_height=start + offset, network=network, lookup=lookup,
+                                         known=known)
+            else:
+                parsed = list(parse_blocks(raw, first_height=start + offset, network=network, lookup=lookup,
+                                           known=known))
             for block, expected in zip(parsed, wanted, strict=True):
                 if block.hash != expected:
                     raise DataError(f"getblock {expected} answered block {block.hash}", system=SYSTEM,
