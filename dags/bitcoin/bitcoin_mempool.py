@@ -87,42 +87,26 @@ def bitcoin_mempool():
     @task
     @classified("bitcoin")
     def snapshot_mempool(registered: dict, params: dict | None = None) -> dict:
-        from datetime import UTC
-        from datetime import datetime as dt
-
         from tributary.bitcoin.hook import BitcoinCoreHook
-        from tributary.bitcoin.mempool import store_snapshot, summarize_mempool
+        from tributary.bitcoin.mempool import take_snapshot
         from tributary.storage.warehouse import connect
 
-        hook = BitcoinCoreHook(params["conn_id"])
-        taken_at = dt.now(UTC)
-        tip_hash = hook.get_best_block_hash()
-        snapshot = summarize_mempool(hook.get_raw_mempool(verbose=True))
-        tip_height = int(hook.get_block_header(tip_hash)["height"])
         with connect() as conn:
-            store_snapshot(conn, chain=registered["chain"], key=get_current_context()["run_id"], snapshot=snapshot,
-                           taken_at=taken_at, tip_height=tip_height, tip_hash=tip_hash)
-        print(f"mempool at tip {tip_height}: {snapshot.tx_count} txs, {snapshot.vsize_total} vB,"
-              f" {snapshot.fee_total} sat, median {snapshot.percentiles[2]} sat/vB")
+            snapshot = take_snapshot(BitcoinCoreHook(params["conn_id"]), conn, chain=registered["chain"],
+                                     key=get_current_context()["run_id"])
         return {"tx_count": snapshot.tx_count, "vsize_total": snapshot.vsize_total, "fee_total": snapshot.fee_total}
 
     @task
     @classified("bitcoin")
     def estimate_fees(registered: dict, params: dict | None = None) -> dict:
-        from datetime import UTC
-        from datetime import datetime as dt
-
         from tributary.bitcoin.hook import BitcoinCoreHook
-        from tributary.bitcoin.mempool import estimate_fees as estimate
-        from tributary.bitcoin.mempool import store_fee_estimates
+        from tributary.bitcoin.mempool import record_fee_estimates
         from tributary.storage.warehouse import connect
 
-        estimates = estimate(BitcoinCoreHook(params["conn_id"]), params["fee_targets"], params["fee_estimate_mode"])
         with connect() as conn:
-            store_fee_estimates(conn, chain=registered["chain"], key=get_current_context()["run_id"],
-                                estimates=estimates, estimated_at=dt.now(UTC))
-        for e in estimates:
-            print(f"target {e.conf_target}: {e.feerate_sat_vb if e.feerate_sat_vb is not None else e.errors} sat/vB")
+            estimates = record_fee_estimates(BitcoinCoreHook(params["conn_id"]), conn, chain=registered["chain"],
+                                             key=get_current_context()["run_id"], targets=params["fee_targets"],
+                                             mode=params["fee_estimate_mode"])
         return {str(e.conf_target): str(e.feerate_sat_vb) if e.feerate_sat_vb is not None else None
                 for e in estimates}
 

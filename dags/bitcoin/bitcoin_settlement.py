@@ -117,31 +117,16 @@ def bitcoin_settlement():
     @task(trigger_rule="all_done")
     @classified("bitcoin")
     def report() -> list[dict]:
-        from tributary.bitcoin.settlement import Settings, load, summary, warehouse
-        from tributary.core.errors import DataError, PermanentError
+        from tributary.bitcoin.settlement import Settings, run_outcome, summaries
 
         ti = get_current_context()["ti"]
-        ids = ti.xcom_pull(task_ids="claim", key="settlement_ids") or []
         rejected = ti.xcom_pull(task_ids="claim", key="rejected") or []
-        claim_error = ti.xcom_pull(task_ids="claim", key="claim_error")
-        with warehouse(Settings().warehouse_conn_id) as db:
-            rows = [row for sid in dict.fromkeys(ids) if (row := load(db, sid)) is not None]
-        result = [summary(row) for row in rows]
+        result = summaries(ti.xcom_pull(task_ids="claim", key="settlement_ids") or [], Settings())
         ti.xcom_push(key="summary", value=result)  # readable over REST even when the run fails
         for item in result:
             print(f"{item['settlement_id']}: {item['status']} txid={item['txid']} "
                   f"confirmations={item['confirmations']} fee={item['fee_sats']} replaced={item['replaced_txids']}")
-        failed = [r for r in result if r["status"] != "confirmed"]
-        if claim_error:  # the run settled nothing: fail it with the claim's class and reason
-            error = DataError if claim_error["error_class"] == "data" else PermanentError
-            raise error(f"claim failed: {claim_error['message']}", system="bitcoin", reason="claim_failed")
-        if rejected:
-            raise DataError(f"{len(rejected)} settlement(s) rejected: {rejected}", system="bitcoin",
-                            reason="invalid_payouts", quarantined=len(rejected))
-        if failed:
-            raise PermanentError(f"{len(failed)} settlement(s) not confirmed: "
-                                 + ", ".join(f"{r['settlement_id']} ({r['status']}: {r['last_error']})"
-                                             for r in failed), system="bitcoin", reason="settlement_failed")
+        run_outcome(result, rejected, ti.xcom_pull(task_ids="claim", key="claim_error"))
         return result
 
     claimed = claim()

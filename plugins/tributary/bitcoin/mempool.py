@@ -206,6 +206,30 @@ def store_fee_estimates(conn: Any, *, chain: str, key: str, estimates: Sequence[
         for e in estimates])
 
 
+def take_snapshot(hook: Any, conn: Any, *, chain: str, key: str) -> MempoolSnapshot:
+    """Read the node's mempool at its current tip and store it as snapshot ``key`` (idempotent per key)."""
+    taken_at = datetime.now(UTC)
+    tip_hash = hook.get_best_block_hash()
+    snapshot = summarize_mempool(hook.get_raw_mempool(verbose=True))
+    tip_height = int(hook.get_block_header(tip_hash)["height"])
+    store_snapshot(conn, chain=chain, key=key, snapshot=snapshot, taken_at=taken_at, tip_height=tip_height,
+                   tip_hash=tip_hash)
+    log.info("mempool at tip %d: %d txs, %d vB, %d sat, median %s sat/vB", tip_height, snapshot.tx_count,
+             snapshot.vsize_total, snapshot.fee_total, snapshot.percentiles[2])
+    return snapshot
+
+
+def record_fee_estimates(hook: Any, conn: Any, *, chain: str, key: str, targets: Sequence[int],
+                         mode: str = "conservative") -> list[FeeEstimate]:
+    """``estimatesmartfee`` for every target, stored under ``key`` (idempotent per key)."""
+    estimates = estimate_fees(hook, targets, mode)
+    store_fee_estimates(conn, chain=chain, key=key, estimates=estimates, estimated_at=datetime.now(UTC))
+    for e in estimates:
+        log.info("target %d: %s sat/vB", e.conf_target, e.feerate_sat_vb if e.feerate_sat_vb is not None
+                 else e.errors)
+    return estimates
+
+
 def normalize_txids(values: Iterable[Any]) -> list[str]:
     """Validated, de-duplicated txids (64 lowercase hex); anything else is a permanent error."""
     txids: list[str] = []

@@ -371,6 +371,29 @@ def summary(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def summaries(ids: Sequence[str], settings: Settings) -> list[dict[str, Any]]:
+    """What the ledger says of each of a run's settlements (once each, in order)."""
+    with warehouse(settings.warehouse_conn_id) as db:
+        rows = [row for sid in dict.fromkeys(ids) if (row := load(db, sid)) is not None]
+    return [summary(row) for row in rows]
+
+
+def run_outcome(result: Sequence[Mapping[str, Any]], rejected: Sequence[Mapping[str, Any]],
+                claim_error: Mapping[str, Any] | None) -> None:
+    """Fail the run with the class that explains it, once its summaries are published."""
+    if claim_error:  # the run settled nothing: fail it with the claim's class and reason
+        error = DataError if claim_error["error_class"] == "data" else PermanentError
+        raise error(f"claim failed: {claim_error['message']}", system="bitcoin", reason="claim_failed")
+    if rejected:
+        raise DataError(f"{len(rejected)} settlement(s) rejected: {list(rejected)}", system="bitcoin",
+                        reason="invalid_payouts", quarantined=len(rejected))
+    failed = [r for r in result if r["status"] != "confirmed"]
+    if failed:
+        raise PermanentError(f"{len(failed)} settlement(s) not confirmed: "
+                             + ", ".join(f"{r['settlement_id']} ({r['status']}: {r['last_error']})" for r in failed),
+                             system="bitcoin", reason="settlement_failed")
+
+
 @contextmanager
 def warehouse(conn_id: str) -> Iterator[Any]:
     from tributary.storage.warehouse import connect, ensure_schema
