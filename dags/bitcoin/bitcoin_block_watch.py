@@ -38,6 +38,7 @@ from airflow.sdk import Asset, Param, dag, task
 from tributary.bitcoin.watch import WaitForNewTipOperator
 from tributary.core.defaults import default_args
 from tributary.core.failfast import classified
+from tributary.core.params import conn_id_param
 
 BTC_BLOCK_STATS = Asset(name="btc_block_stats", uri="tributary://warehouse/public/btc_block_stats")
 
@@ -67,7 +68,7 @@ BTC_BLOCK_STATS = Asset(name="btc_block_stats", uri="tributary://warehouse/publi
                                  description="Deeper reorgs of the stored stats fail as a security error."),
         "chain_label": Param(None, type=["null", "string"], pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
                              description="Stored `chain` value. Null: the node's chain name (main, regtest...)."),
-        "conn_id": Param("tributary_bitcoin", type="string", pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+        "conn_id": conn_id_param("tributary_bitcoin",
                          description="Connection of the Bitcoin Core node."),
     },
 )

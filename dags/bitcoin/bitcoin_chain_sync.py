@@ -40,6 +40,7 @@ from airflow.sdk import Param, XComArg, dag, get_current_context, task
 from tributary.bitcoin.assets import btc_blocks_asset
 from tributary.core.defaults import default_args
 from tributary.core.failfast import classified
+from tributary.core.params import conn_id_param
 
 NULLABLE_HEIGHT = {"type": ["null", "integer"], "minimum": 0}
 
@@ -75,7 +76,7 @@ NULLABLE_HEIGHT = {"type": ["null", "integer"], "minimum": 0}
                              description="Blocks the synced height may lag the node's tip after a run."),
         "chain_label": Param(None, type=["null", "string"], pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
                              description="Stored `chain` value. Null: the node's chain name (main, regtest...)."),
-        "conn_id": Param("tributary_bitcoin", type="string", pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+        "conn_id": conn_id_param("tributary_bitcoin",
                          description="Connection of the Bitcoin Core node."),
     },
 )

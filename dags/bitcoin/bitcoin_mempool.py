@@ -33,6 +33,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from tributary.bitcoin.mempool import DEFAULT_FEE_TARGETS, TXID_PATTERN
 from tributary.core.defaults import default_args
 from tributary.core.failfast import classified
+from tributary.core.params import conn_id_param
 
 TXIDS = {"type": "array", "items": {"type": "string", "pattern": TXID_PATTERN}, "uniqueItems": True,
          "maxItems": 1000}
@@ -64,7 +65,7 @@ TXIDS = {"type": "array", "items": {"type": "string", "pattern": TXID_PATTERN}, 
                              description="Recent blocks searched for a conflicting spend of a vanished tx."),
         "chain_label": Param(None, type=["null", "string"], pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
                              description="Stored `chain` value. Null: the node's chain name (main, regtest...)."),
-        "conn_id": Param("tributary_bitcoin", type="string", pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+        "conn_id": conn_id_param("tributary_bitcoin",
                          description="Connection of the Bitcoin Core node."),
     },
 )

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag
 
 from tributary.core.defaults import default_args
+from tributary.core.params import conn_id_param
 from tributary.evm.operators import EvmContractOperator
 
 
@@ -59,7 +60,7 @@ from tributary.evm.operators import EvmContractOperator
                                  description="Same key = same transaction, never sent twice. Null: per run."),
         "confirmations": Param(None, type=["null", "integer"], minimum=1, maximum=100,
                                description="Blocks on top of the receipt. Null: the Connection's setting."),
-        "conn_id": Param("tributary_evm", type="string", pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+        "conn_id": conn_id_param("tributary_evm",
                          description="Connection of the EVM node."),
     },
 )

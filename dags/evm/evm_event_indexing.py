@@ -27,6 +27,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from tributary.core.defaults import default_args
 from tributary.core.failfast import classified
+from tributary.core.params import conn_id_param
 from tributary.evm.assets import evm_event_logs_asset
 from tributary.evm.errors import translate
 
@@ -57,7 +58,7 @@ from tributary.evm.errors import translate
         "lag": Param(0, type="integer", minimum=0, description="Stay this many blocks behind the tip."),
         "max_blocks_per_run": Param(100_000, type="integer", minimum=1,
                                     description="Cap of one run; the next run continues."),
-        "conn_id": Param("tributary_evm", type="string", pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+        "conn_id": conn_id_param("tributary_evm",
                          description="Connection of the EVM node."),
     },
 )

@@ -36,6 +36,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from tributary.core.defaults import default_args
 from tributary.core.failfast import classified
+from tributary.core.params import conn_id_param
 from tributary.stacks.operators import AwaitStacksTransactionOperator
 
 
@@ -71,7 +72,7 @@ from tributary.stacks.operators import AwaitStacksTransactionOperator
                               description="Seconds to wait per try before the wait is retried."),
         "request_id": Param(None, type=["null", "string"], pattern=r"^[A-Za-z0-9_.:+-]{1,200}$",
                             description="Idempotency key. Null: this run's id."),
-        "conn_id": Param("tributary_stacks", type="string", pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+        "conn_id": conn_id_param("tributary_stacks",
                          description="Connection of the Stacks node and the signing key."),
     },
 )

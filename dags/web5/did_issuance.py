@@ -30,10 +30,10 @@ from airflow.sdk import Param, dag, task
 
 from tributary.core.defaults import default_args
 from tributary.core.failfast import classified
+from tributary.core.params import conn_id_param
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # = tributary.did.issuance.REQUEST_ID_PATTERN
 DID_PATTERN = r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$"
-CONN_PATTERN = r"^[A-Za-z0-9_.-]{1,250}$"
 
 
 @dag(
@@ -61,9 +61,9 @@ CONN_PATTERN = r"^[A-Za-z0-9_.-]{1,250}$"
                              description="Allocate a revocation entry in the issuer's status list."),
         "issuer": Param(None, type=["null", "string"], pattern=DID_PATTERN,
                         description="Issuer DID held in the key store (null: the deployment's issuer)."),
-        "did_conn_id": Param("tributary_did", type="string", pattern=CONN_PATTERN,
+        "did_conn_id": conn_id_param("tributary_did",
                              description="tributary_did Connection: key store KEK, Pkarr relay, web root."),
-        "dwn_conn_id": Param("tributary_dwn_source", type="string", pattern=CONN_PATTERN,
+        "dwn_conn_id": conn_id_param("tributary_dwn_source",
                              description="tributary_dwn Connection of the tenant DWN that stores the records."),
     },
 )

@@ -30,6 +30,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from tributary.core.defaults import default_args
 from tributary.core.failfast import classified
+from tributary.core.params import conn_id_param
 
 JWT_PATTERN = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$"
 DID_PATTERN = r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$"
@@ -56,7 +57,7 @@ DID_PATTERN = r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$"
                                description="When set, the credential's type list must contain it."),
         "fail_on_invalid": Param(False, type="boolean",
                                  description="Also fail the run (security class) when the verdict is negative."),
-        "conn_id": Param("tributary_did", type="string", pattern=r"^[A-Za-z0-9_.-]{1,250}$",
+        "conn_id": conn_id_param("tributary_did",
                          description="Connection with the Pkarr relay and trusted CA bundle."),
     },
 )

@@ -26,7 +26,7 @@ CONNECTION_TYPES: list[dict[str, Any]] = [
     },
     {
         "connection-type": "tributary_webhook",
-        "hook-class-name": "tributary.platform.webhook.WebhookHook",
+        "hook-class-name": "tributary.core.webhook.WebhookHook",
         "hook-name": "Tributary: Webhook",
         "conn-fields": {
             "format": {

@@ -24,7 +24,7 @@ def test_airflow_sees_our_types_with_their_form() -> None:
     manager = ProvidersManager()
     assert "tributary" in manager.providers
     hook_info = ProvidersManagerTaskRuntime().hooks["tributary_webhook"]
-    assert hook_info.hook_class_name == "tributary.platform.webhook.WebhookHook"
+    assert hook_info.hook_class_name == "tributary.core.webhook.WebhookHook"
     assert manager.field_behaviours["tributary_webhook"]["relabeling"]["host"] == "Webhook URL"
     assert "extra__tributary_webhook__format" in manager.connection_form_widgets
     assert get_provider_info()["package-name"] == "tributary"

@@ -27,6 +27,7 @@ from tributary.core.errors import (
     TransientError,
 )
 from tributary.core.hooks import TributaryHook
+from tributary.core.masking import mask_secret
 from tributary.core.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -146,13 +147,6 @@ class BitcoinRpcError(JsonRpcError):
         return self.code == -27 or (self.code in (-25, -26) and any(m in text for m in _ALREADY_KNOWN))
 
 
-def _mask(secret: str) -> None:
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # outside an Airflow runtime there is no masker to tell
-        return
-    mask_secret(secret)
-
 
 # --------------------------------------------------------------------------- hook
 class BitcoinCoreHook(TributaryHook):
@@ -229,7 +223,7 @@ class BitcoinCoreHook(TributaryHook):
         if not sep or not password:
             raise PermanentError(f"cookie file {path} is not '<user>:<password>'", system=self.system,
                                  reason="config:cookie_file")
-        _mask(password)
+        mask_secret(password)
         return user, password
 
     def _auth(self, *, refresh: bool = False) -> tuple[str, str] | None:
@@ -253,7 +247,7 @@ class BitcoinCoreHook(TributaryHook):
         import requests
 
         if self.connection.password:
-            _mask(self.connection.password)
+            mask_secret(self.connection.password)
         session = requests.Session()
         session.headers.update({"Content-Type": "application/json", "Accept": "application/json"})
         return session

@@ -21,10 +21,10 @@ from typing import Any
 
 from tributary.core.errors import Classification, ErrorClass, Severity, classify
 from tributary.core.masking import mask_text
+from tributary.storage import WAREHOUSE_CONN_ID
 
 log = logging.getLogger(__name__)
 
-WAREHOUSE_CONN_ID = "tributary_warehouse"
 _EVENT_NAMESPACE = uuid.UUID("6f1d3c1e-6a51-4f7c-9a39-2b7f4d1c7e10")
 _COLUMNS = ("event_id", "occurred_at", "kind", "error_class", "severity", "reason", "system", "dag_id",
             "task_id", "run_id", "map_index", "try_number", "exception_type", "message")
@@ -124,11 +124,10 @@ class EventStore:
         self.spool_path = (spool_dir or default_spool_dir()) / "error_events.jsonl"
 
     def _connect(self) -> Any:
-        from tributary.storage.warehouse import connect, ensure_schema
+        # Imported here only to keep the Postgres provider out of DAG parsing (callbacks import us).
+        from tributary.storage.warehouse import WarehouseHook
 
-        conn = connect(self.conn_id)
-        ensure_schema(conn)
-        return conn
+        return WarehouseHook(self.conn_id).get_conn()
 
     def record(self, event: OutcomeEvent) -> str:
         """Store the event (and any spooled ones); returns ``"stored"`` or ``"spooled"``. Never raises."""

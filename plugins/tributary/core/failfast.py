@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import NoReturn, ParamSpec, TypeVar
 
 from airflow.sdk.exceptions import (
     AirflowFailException,
@@ -39,7 +39,7 @@ class ClassifiedFailure(AirflowFailException):
         self.system = system
 
 
-def raise_classified(exc: BaseException, system: str | None = None) -> None:
+def raise_classified(exc: BaseException, system: str | None = None) -> NoReturn:
     """Re-raise ``exc`` so that Airflow retries it only when it is transient.
 
     Airflow's control flow (skip, defer, reschedule) and failures already classified pass unchanged.
@@ -76,7 +76,6 @@ def classified(
                 return func(*args, **kwargs)
             except Exception as exc:
                 raise_classified(translate(exc) if translate else exc, system)
-                raise  # unreachable: raise_classified always raises
 
         return wrapper
 

@@ -53,7 +53,14 @@ class TributaryHook(BaseHook):
     # ----------------------------------------------------------------- connection
     @cached_property
     def connection(self) -> Any:
-        return self.get_connection(self.conn_id)
+        conn = self.get_connection(self.conn_id)
+        actual = (getattr(conn, "conn_type", None) or "").replace("-", "_")
+        if self.conn_type and actual and actual != self.conn_type:
+            # e.g. a DAG param pointing a Bitcoin task at an EVM Connection: refuse before any call
+            raise PermanentError(
+                f"connection {self.conn_id!r} is of type {actual!r}; {type(self).__name__} needs a "
+                f"{self.conn_type!r} Connection", system=self.system, reason="config:conn_type")
+        return conn
 
     @cached_property
     def extra(self) -> dict[str, Any]:

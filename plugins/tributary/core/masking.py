@@ -31,6 +31,18 @@ def _airflow_redact(text: str) -> str:
     return redacted if isinstance(redacted, str) else text
 
 
+def mask_secret(secret: str | None) -> None:
+    """Tell Airflow's secrets masker about a secret read at run time (a private key, a token), so it
+    is redacted from task logs. Outside an Airflow runtime there is no masker to tell."""
+    if not secret:
+        return
+    try:
+        from airflow.sdk.log import mask_secret as airflow_mask_secret
+    except ImportError:
+        return
+    airflow_mask_secret(secret)
+
+
 def mask_text(text: str) -> str:
     masked = _airflow_redact(text)
     for pattern, replacement in _PATTERNS:

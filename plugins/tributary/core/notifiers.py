@@ -82,7 +82,7 @@ class WebhookNotifier:
     name: str = "webhook"
 
     def send(self, event: OutcomeEvent) -> None:
-        from tributary.platform.webhook import WebhookHook
+        from tributary.core.webhook import WebhookHook
 
         hook = WebhookHook(self.conn_id)
         fmt = self.format or hook.payload_format

@@ -6,6 +6,7 @@ from typing import Any
 
 from tributary.core.errors import PermanentError
 from tributary.core.hooks import TributaryHook
+from tributary.core.masking import mask_secret
 from tributary.did.resolver import ResolverConfig
 
 
@@ -37,9 +38,8 @@ class DidHook(TributaryHook):
         if not secret:
             raise PermanentError(f"connection {self.conn_id!r} has no key-encryption key (password)",
                                  system=self.system, reason="config:kek")
-        from tributary.did.keystore import _mask
 
-        _mask(secret)
+        mask_secret(secret)
         return secret
 
     def keystore(self, conn: Any) -> Any:

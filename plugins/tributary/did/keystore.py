@@ -20,19 +20,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tributary.core.errors import PermanentError, SecurityError
+from tributary.core.masking import mask_secret
 from tributary.did import keys
 from tributary.did.document import PortableDid, parse_did
 
 SYSTEM = "did"
 _SALT = b"tributary/did_keys/v1"
 
-
-def _mask(secret: str) -> None:
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # outside an Airflow runtime there is no masker to tell
-        return
-    mask_secret(secret)
 
 
 def derive_key(kek: str) -> bytes:
@@ -61,7 +55,7 @@ class KeyStore:
     """``did_keys`` + ``did_registry`` on a DB-API connection (psycopg 3 or psycopg2)."""
 
     def __init__(self, conn: Any, kek: str) -> None:
-        _mask(kek)
+        mask_secret(kek)
         self.conn = conn
         self._aead = derive_key(kek)
 

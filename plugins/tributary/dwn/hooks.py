@@ -28,6 +28,7 @@ from tributary.core.errors import (
     TributaryError,
 )
 from tributary.core.hooks import TributaryHook
+from tributary.core.masking import mask_secret
 from tributary.dwn import messages as m
 from tributary.dwn.identity import DidKey
 
@@ -62,13 +63,6 @@ class Reply:
     data: bytes | None = None
 
 
-def _mask(secret: str) -> None:
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # outside an Airflow runtime there is no masker to tell
-        return
-    mask_secret(secret)
-
 
 class DwnHook(TributaryHook):
     """Talks to a Decentralized Web Node from a ``tributary_dwn`` Connection.
@@ -98,7 +92,7 @@ class DwnHook(TributaryHook):
         if not secret:
             raise PermanentError(f"connection {self.conn_id!r}: password (tenant private key) is empty",
                                  system=self.system, reason="config:private_key")
-        _mask(secret)
+        mask_secret(secret)
         key = DidKey.from_secret(secret)
         if self.extra.get("tenant") and self.extra["tenant"] != key.did:
             raise PermanentError(f"connection {self.conn_id!r}: the key is not the tenant's ({key.did})",

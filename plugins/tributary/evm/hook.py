@@ -18,18 +18,12 @@ from urllib.parse import urlsplit
 
 from tributary.core.errors import DataError, PermanentError, TransientError
 from tributary.core.hooks import TributaryHook
+from tributary.core.masking import mask_secret
 from tributary.core.retry import RetryPolicy
 from tributary.evm.errors import SYSTEM, AlreadyKnown, ChainMismatch, NonceTooLow, translate
 
 GWEI = 10**9
 
-
-def _mask(secret: str) -> None:
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # outside an Airflow runtime there is no masker to tell
-        return
-    mask_secret(secret)
 
 
 def to_hex(value: Any) -> str:
@@ -174,8 +168,8 @@ class EvmHook(TributaryHook):
         if not key:
             raise PermanentError(f"connection {self.conn_id!r} has no private key (password field): read-only",
                                  system=SYSTEM, reason="config:no_private_key")
-        _mask(key)
-        _mask(key.removeprefix("0x"))
+        mask_secret(key)
+        mask_secret(key.removeprefix("0x"))
         from eth_account import Account
 
         try:

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from tributary.core.errors import DataError, ErrorClass, PermanentError, TransientError
 from tributary.core.hooks import TributaryHook
+from tributary.core.masking import mask_secret
 from tributary.core.retry import RetryPolicy
 from tributary.stacks.clarity import CV, ClarityError, deserialize, to_repr
 from tributary.stacks.transactions import (
@@ -85,13 +86,6 @@ class TransactionOutcome:
                 "result_repr": self.result_repr}
 
 
-def _mask(secret: str) -> None:
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # outside an Airflow runtime there is no masker to tell
-        return
-    mask_secret(secret)
-
 
 class StacksHook(TributaryHook):
     """Talks to a stacks-core node (or the devnet double) from a ``tributary_stacks`` Connection.
@@ -148,7 +142,7 @@ class StacksHook(TributaryHook):
         if not secret:
             raise PermanentError(f"connection {self.conn_id!r} has no private key (password) to sign with",
                                  system=self.system, reason="config:no_key")
-        _mask(secret)
+        mask_secret(secret)
         try:
             return PrivateKey.from_hex(secret)
         except TransactionError as exc:
@@ -168,7 +162,7 @@ class StacksHook(TributaryHook):
         import requests
 
         if self.connection.password:
-            _mask(self.connection.password)
+            mask_secret(self.connection.password)
         session = requests.Session()
         session.headers.update({"Accept": "application/json"})
         return session

@@ -1,0 +1,6 @@
+"""Storage: the PostgreSQL warehouse (hook, session, migrations) and the quarantine of bad rows."""
+
+
+# The Connection of the warehouse. Here, not in warehouse.py, so that modules read at DAG parse time
+# (core.events) can name it without importing the Postgres provider.
+WAREHOUSE_CONN_ID = "tributary_warehouse"

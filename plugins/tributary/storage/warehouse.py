@@ -1,4 +1,8 @@
-"""The PostgreSQL warehouse: connections through the Postgres provider and schema migrations.
+"""The PostgreSQL warehouse: :class:`WarehouseHook`, the one way any module reaches it, and migrations.
+
+``WarehouseHook(conn_id).session()`` is a connection with every pending migration applied (once per
+process and database) that commits when the block ends and rolls back when it raises. Long-lived
+users (a per-thread nonce manager) take ``get_conn()``, which is migrated too, and close it themselves.
 
 Migrations are the ``*.sql`` files under ``include/sql/<area>/``, applied in name order and recorded
 in ``tributary_migrations`` with their checksum; a changed file that was already applied is an
@@ -11,14 +15,18 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from airflow.providers.postgres.hooks.postgres import PostgresHook
+
 from tributary.core.errors import PermanentError
+from tributary.storage import WAREHOUSE_CONN_ID
 
 log = logging.getLogger(__name__)
 
-WAREHOUSE_CONN_ID = "tributary_warehouse"
 _applied_in_process: set[str] = set()
 _lock = threading.Lock()
 
@@ -31,12 +39,46 @@ def migration_files() -> list[Path]:
     return sorted((include_dir() / "sql").glob("*/*.sql"), key=lambda p: (p.name, p.parent.name))
 
 
-def connect(conn_id: str = WAREHOUSE_CONN_ID) -> Any:
-    """A DB-API connection built from the Airflow Connection ``conn_id`` by the Postgres provider
-    (psycopg 3 when it is installed, as here; psycopg2 otherwise: callers use the common DB-API)."""
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
+class WarehouseHook(PostgresHook):
+    """The ``tributary_warehouse`` Connection (type ``postgres``): host or socket dir, port, login,
+    password, and the database in ``schema``. A :class:`PostgresHook` (``copy_expert``, ``bulk_load``
+    and the common-sql API as usual) whose connections come with the schema migrated.
 
-    return PostgresHook(postgres_conn_id=conn_id).get_conn()
+    The driver is psycopg 3 when it is installed, as here, psycopg2 otherwise: callers use the DB-API.
+    """
+
+    default_conn_name = WAREHOUSE_CONN_ID
+    hook_name = "Tributary warehouse"
+
+    def __init__(self, conn_id: str = WAREHOUSE_CONN_ID, **kwargs: Any) -> None:
+        super().__init__(postgres_conn_id=conn_id, **kwargs)
+
+    def get_conn(self) -> Any:
+        conn = super().get_conn()
+        try:
+            _ensure_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextmanager
+    def session(self) -> Iterator[Any]:
+        """A migrated connection: committed at the end of the block, rolled back if it raises, closed."""
+        conn = self.get_conn()
+        try:
+            yield conn
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            conn.close()
+
+
+def warehouse_session(conn_id: str = WAREHOUSE_CONN_ID) -> Any:
+    """Shorthand for ``WarehouseHook(conn_id).session()``."""
+    return WarehouseHook(conn_id).session()
 
 
 def apply_migrations(conn: Any) -> list[str]:
@@ -68,7 +110,7 @@ def apply_migrations(conn: Any) -> list[str]:
     return applied_now
 
 
-def ensure_schema(conn: Any) -> None:
+def _ensure_schema(conn: Any) -> None:
     """Apply migrations once per process and database."""
     info = getattr(conn, "info", None)  # psycopg 3 keeps the DSN on .info, psycopg2 on .dsn
     key = getattr(conn, "dsn", None) or getattr(info, "dsn", None) or str(id(conn))
