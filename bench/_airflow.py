@@ -30,7 +30,7 @@ import psutil
 import requests
 
 from tributary.cli.env import PROJECT_ROOT, free_port
-from tributary.platform.airflow_api import AirflowApiClient
+from tributary.platform.hook import AirflowApiClient
 
 BENCH_DIR = Path(__file__).resolve().parent
 MARKER = "TRIBUTARY_BENCH_DEPLOYMENT"

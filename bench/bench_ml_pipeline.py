@@ -405,7 +405,7 @@ def prepare_mlflow() -> None:
     """The MLflow store and the pipeline's experiment (the parent has a throw-away process create them first,
     so that no measured process pays for the store's migrations)."""
     with contextlib.suppress(ImportError):
-        from tributary.ml.mlflow_hook import MlflowHook
+        from tributary.ml.hook import MlflowHook
 
         MlflowHook("tributary_mlflow").ensure_experiment(f"pipeline_{PIPELINE}")
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from _airflow import BENCH_DIR, Deployment, install_sigterm_handler, running, temporary_home
 
-from tributary.platform.airflow_api import TERMINAL_RUN_STATES, AirflowApiClient
+from tributary.platform.hook import TERMINAL_RUN_STATES, AirflowApiClient
 
 TRIBUTARY, PLAIN = "bench_tributary_chain", "bench_plain_chain"
 TARGET_RATIO = 1.5

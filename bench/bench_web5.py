@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     servers = start_peers(3, root / "dwn")
     try:
         from tributary.dwn import messages as m
-        from tributary.dwn.hooks import DwnHook
+        from tributary.dwn.hook import DwnHook
         from tributary.dwn.identity import DidKey
         from tributary.dwn.replication import replicate, snapshot
         from tributary.storage.warehouse import connect, ensure_schema

@@ -13,7 +13,7 @@ from typing import Any
 CONNECTION_TYPES: list[dict[str, Any]] = [
     {
         "connection-type": "tributary_airflow_api",
-        "hook-class-name": "tributary.platform.airflow_api.AirflowApiHook",
+        "hook-class-name": "tributary.platform.hook.AirflowApiHook",
         "hook-name": "Tributary: Airflow REST API",
         "conn-fields": {
             "timeout": {"label": "Timeout (s)", "schema": {"type": ["number", "null"], "default": 30}},
@@ -44,7 +44,7 @@ CONNECTION_TYPES: list[dict[str, Any]] = [
     },
     {
         "connection-type": "tributary_mlflow",
-        "hook-class-name": "tributary.ml.mlflow_hook.MlflowHook",
+        "hook-class-name": "tributary.ml.hook.MlflowHook",
         "hook-name": "Tributary: MLflow",
         "conn-fields": {
             "registry_uri": {"label": "Registry URI", "description": "defaults to the tracking URI",
@@ -160,7 +160,7 @@ CONNECTION_TYPES: list[dict[str, Any]] = [
     },
     {
         "connection-type": "tributary_dwn",
-        "hook-class-name": "tributary.dwn.hooks.DwnHook",
+        "hook-class-name": "tributary.dwn.hook.DwnHook",
         "hook-name": "Tributary: Decentralized Web Node",
         "conn-fields": {
             "tenant": {"label": "Tenant DID", "description": "did:key the password's key belongs to (checked)",

@@ -70,7 +70,7 @@ def _states(run) -> dict[str, str]:
 
 
 def _protocol_records(dwn_conn: str) -> list[dict[str, Any]]:
-    from tributary.dwn.hooks import DwnHook
+    from tributary.dwn.hook import DwnHook
 
     return list(DwnHook(dwn_conn).iter_records({"protocol": PROTOCOL}))
 
@@ -86,7 +86,7 @@ def _row(pg3: Any, request_id: str) -> dict[str, Any]:
 def test_the_dag_issues_publishes_stores_and_replays_a_request(project_dags: Path, pg3: Any, did_conn: dict[str, str],
                                                                 did_devnet: dict[str, Any], did_config: ResolverConfig,
                                                                 dwn_conn: str) -> None:
-    from tributary.dwn.hooks import DwnHook
+    from tributary.dwn.hook import DwnHook
 
     web = did_devnet["web"]
     request_id = f"kyc-{secrets.token_hex(4)}"
@@ -174,7 +174,7 @@ def test_a_store_repeated_after_a_crash_finds_the_records_already_written(pg3: A
                                                                          did_devnet: dict[str, Any],
                                                                          did_config: ResolverConfig,
                                                                          dwn_conn: str) -> None:
-    from tributary.dwn.hooks import DwnHook
+    from tributary.dwn.hook import DwnHook
 
     request = IssuanceRequest(request_id=f"crash-{secrets.token_hex(4)}", method="key",
                               claims={"level": "basic"}, did_conn_id=did_conn["conn_id"], dwn_conn_id=dwn_conn)

@@ -9,7 +9,7 @@ import pytest
 from tributary.core.errors import SecurityError
 from tributary.dwn import messages as m
 from tributary.dwn.encryption import MEDIA_TYPE, decrypt_with, encrypt_for
-from tributary.dwn.hooks import DwnHook
+from tributary.dwn.hook import DwnHook
 from tributary.dwn.identity import DidKey
 
 PROTOCOL = "https://tributary.example/protocols/private-notes"

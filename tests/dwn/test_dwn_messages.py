@@ -11,7 +11,7 @@ import pytest
 from tributary.core.errors import ErrorClass, SecurityError, classify
 from tributary.dwn import messages as m
 from tributary.dwn.cid import CHUNK_SIZE, compute_cid, compute_data_cid
-from tributary.dwn.hooks import DwnHook, DwnReplyError
+from tributary.dwn.hook import DwnHook, DwnReplyError
 from tributary.dwn.identity import DidKey, did_from_public_key, public_key_of, x25519_public_of
 
 PROTOCOL = "https://tributary.example/protocols/notes"

@@ -12,7 +12,7 @@ import pytest
 
 from tributary.core.errors import SecurityError, TransientError
 from tributary.dwn import messages as m
-from tributary.dwn.hooks import DwnHook
+from tributary.dwn.hook import DwnHook
 from tributary.dwn.replication import StateKey, load_state, replicate, snapshot
 
 PROTOCOL = "https://tributary.example/protocols/replicated-notes"

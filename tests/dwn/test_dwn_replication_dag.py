@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from tributary.dwn import messages as m
-from tributary.dwn.hooks import DwnHook
+from tributary.dwn.hook import DwnHook
 from tributary.dwn.replication import StateKey, load_state, snapshot
 
 ROOT = Path(__file__).resolve().parents[2]

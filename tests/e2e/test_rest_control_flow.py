@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from tributary.cli.env import PROJECT_ROOT, free_port
-from tributary.platform.airflow_api import AirflowApiClient
+from tributary.platform.hook import AirflowApiClient
 from tributary.storage.embedded import WarehouseLocation, drop_database
 
 pytestmark = pytest.mark.e2e
@@ -450,7 +450,7 @@ def test_a_presented_credential_is_verified_over_rest_and_a_tampered_one_is_refu
 def test_dwn_records_are_replicated_between_the_two_servers_over_rest(
         airflow: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     from tributary.dwn import messages
-    from tributary.dwn.hooks import DwnHook
+    from tributary.dwn.hook import DwnHook
 
     protocol = f"https://tributary.example/protocols/e2e-{uuid.uuid4().hex[:6]}"
     tenant_key = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"  # airflow_settings default

@@ -160,7 +160,7 @@ class Issuance:
     @cached_property
     def dwn(self) -> Any:
         if self._dwn is None:
-            from tributary.dwn.hooks import DwnHook
+            from tributary.dwn.hook import DwnHook
 
             self._dwn = DwnHook(self.request.dwn_conn_id)
         return self._dwn
@@ -392,7 +392,7 @@ class Issuance:
     def ensure_protocol(self) -> bool:
         """Configure :data:`PROTOCOL` on the tenant's DWN unless it already is (True when configured now)."""
         from tributary.dwn import messages as m
-        from tributary.dwn.hooks import DwnReplyError
+        from tributary.dwn.hook import DwnReplyError
 
         query = m.authorize({"interface": "Protocols", "method": "Query", "messageTimestamp": m.timestamp(),
                              "filter": {"protocol": PROTOCOL}}, self.dwn.signer)

@@ -332,7 +332,7 @@ def snapshot(hook: Any, protocol: str, *, page_size: int = 200) -> dict[str, str
 def check_peers(source_conn_id: str, target_conn_id: str, tenant: str | None = None) -> dict[str, Any]:
     """Both peers answer and sign as the same tenant; returns what the task may put in XCom (no keys)."""
     from tributary.core.errors import PermanentError
-    from tributary.dwn.hooks import DwnHook
+    from tributary.dwn.hook import DwnHook
 
     source, target = DwnHook(source_conn_id), DwnHook(target_conn_id)
     if source.tenant != target.tenant or (tenant and tenant != source.tenant):
@@ -344,7 +344,7 @@ def check_peers(source_conn_id: str, target_conn_id: str, tenant: str | None = N
 
 def run_replication(source_conn_id: str, target_conn_id: str, *, protocol: str, batch_size: int = 100,
                     max_batches: int | None = None, run_id: str = "manual") -> dict[str, Any]:
-    from tributary.dwn.hooks import DwnHook
+    from tributary.dwn.hook import DwnHook
     from tributary.storage.warehouse import connect, ensure_schema
 
     source, target = DwnHook(source_conn_id), DwnHook(target_conn_id)
@@ -362,7 +362,7 @@ def run_replication(source_conn_id: str, target_conn_id: str, *, protocol: str, 
 
 def verify_convergence(source_conn_id: str, target_conn_id: str, protocol: str) -> dict[str, Any]:
     from tributary.core.errors import DataError
-    from tributary.dwn.hooks import DwnHook
+    from tributary.dwn.hook import DwnHook
 
     source, target = snapshot(DwnHook(source_conn_id), protocol), snapshot(DwnHook(target_conn_id), protocol)
     if source != target:

@@ -71,7 +71,7 @@ def mirror_to_mlflow(context: Mapping[str, Any], metrics: Mapping[str, float | i
     The run is found again by its ``airflow_run_id`` tag, so every task of a DAG run (and a retried
     task) writes into the same MLflow run; a metric logged twice keeps its latest value.
     """
-    from tributary.ml.mlflow_hook import MlflowHook
+    from tributary.ml.hook import MlflowHook
 
     ti = context["ti"]
     hook = MlflowHook(mlflow_conn_id)

@@ -67,7 +67,7 @@ def select_connections(candidates: Iterable[Mapping[str, Any]], testable: set[st
 
 
 def discover(api_conn_id: str = "tributary_airflow_api") -> list[dict[str, str]]:
-    from tributary.platform.airflow_api import AirflowApiHook
+    from tributary.platform.hook import AirflowApiHook
 
     hook = AirflowApiHook(api_conn_id)
     listed = hook.read(hook.get_conn().list_connections, "list_connections")

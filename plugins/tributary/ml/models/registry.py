@@ -71,7 +71,7 @@ def translate_error(exc: BaseException) -> BaseException:
 
 def connect(conn_id: str = "tributary_mlflow") -> tuple[Any, Any]:
     """(``MlflowHook``, ``MlflowClient``) for the Connection; the fluent API points there too."""
-    from tributary.ml.mlflow_hook import MlflowHook
+    from tributary.ml.hook import MlflowHook
 
     # MLflow's usage telemetry calls out to the internet; our machines have no route there.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
