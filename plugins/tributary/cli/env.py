@@ -12,6 +12,7 @@ import os
 import secrets
 import socket
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,12 +27,25 @@ def user_password(username: str) -> str:
     return os.environ.get(f"TRIBUTARY_{username.upper()}_PASSWORD", username)
 
 
+def write_private_file(path: Path, text: str) -> Path:
+    """Write a file only its owner can read, from the first byte: a temporary file created with mode
+    0600 in the same folder, then renamed over ``path`` (never a moment with wider permissions, and
+    never a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mkstemp creates it 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def write_passwords_file(path: Path) -> Path:
     """The SimpleAuthManager passwords file for the fixed users (``TRIBUTARY_<USER>_PASSWORD``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({u: user_password(u) for u in USERS}))
-    path.chmod(0o600)
-    return path
+    return write_private_file(path, json.dumps({u: user_password(u) for u in USERS}))
 
 
 def openlineage_transport(env: dict[str, str], state_dir: Path) -> str:
@@ -65,9 +79,7 @@ def _load_or_create_secrets(home: Path) -> dict[str, str]:
     missing = {name: make() for name, make in wanted.items() if name not in values}
     if missing:
         values.update(missing)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(values))
-        path.chmod(0o600)
+        write_private_file(path, json.dumps(values))
     return values
 
 
