@@ -15,6 +15,7 @@ from bitcoin.core import COutPoint, CTransaction, CTxIn, CTxOut, b2lx
 from bitcoin.core.script import CScript
 
 from tests._shared import SHARED
+from tributary.bitcoin.addresses import script_address
 from tributary.bitcoin.parse import (
     PrevoutCache,
     bip34_height,
@@ -22,7 +23,6 @@ from tributary.bitcoin.parse import (
     parse_block,
     parse_blocks,
     read_block,
-    script_address,
     script_type,
 )
 from tributary.core.errors import DataError

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from tributary.bitcoin.amounts import SATS_PER_BTC
 from tributary.core.errors import DataError, ErrorClass, PermanentError, TributaryError, classify
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,6 @@ DEFAULT_FEE_TARGETS = (1, 3, 6, 12, 144)
 HISTOGRAM_EDGES = (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 30, 40, 50, 60, 80, 100, 125, 150, 200, 300, 500,
                    1000, 2000)
 STATUSES = ("unseen", "mempool", "confirmed", "dropped", "replaced")
-SATS_PER_BTC = 100_000_000
 _RATE = Decimal("0.001")
 
 

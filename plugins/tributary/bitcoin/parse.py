@@ -10,11 +10,10 @@ Hashes are hex in display order (what Bitcoin Core prints). Amounts are integer 
 A fee is known only when the values of all spent outputs are: from earlier transactions of the same
 block or batch (:func:`parse_blocks`), or from a ``lookup`` callback (e.g. the warehouse or RPC).
 
-Addresses: python-bitcoinlib's ``CBitcoinAddress.from_scriptPubKey`` reads the process-global
-``bitcoin.params`` (``SelectParams`` is not thread-safe) and knows no taproot/bech32m, so scripts are
-classified here and encoded with python-bitcoinlib's base58 / bech32 encoders plus BIP350 bech32m,
-for the network passed in. Raw files: :func:`iter_block_file` reads the framed ``blk*.dat`` layout
-(magic, little-endian length, block), plain or bz2/gzip-compressed.
+Output scripts are classified here (:func:`script_type`); their addresses come from
+:mod:`tributary.bitcoin.addresses`, the one encoder, for the network passed in. Raw files:
+:func:`iter_block_file` reads the framed ``blk*.dat`` layout (magic, little-endian length, block),
+plain or bz2/gzip-compressed.
 """
 
 from __future__ import annotations
@@ -28,12 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
-from bitcoin.base58 import CBase58Data
 from bitcoin.core import CBlock, CBlockHeader, CTransaction, b2lx
 from bitcoin.core.script import CScript, CScriptInvalidError
 from bitcoin.core.serialize import Hash, SerializationTruncationError, VarIntSerializer
-from bitcoin.segwit_addr import CHARSET, bech32_hrp_expand, bech32_polymod, convertbits
 
+from tributary.bitcoin.addresses import address_encoder, address_kind, normalize_network, small_int
+from tributary.bitcoin.addresses import script_address as script_address  # re-exported: callers of the parser
 from tributary.core.errors import DataError
 
 Outpoint = tuple[str, int]
@@ -41,23 +40,11 @@ Outpoint = tuple[str, int]
 PrevoutLookup = Callable[[Sequence[Outpoint]], Mapping[Outpoint, int]]
 
 # --------------------------------------------------------------------------- networks
-# Keys are Bitcoin Core's chain names (getblockchaininfo "chain").
-NETWORK_ALIASES = {"mainnet": "main", "bitcoin": "main", "testnet": "test", "testnet3": "test"}
-BASE58_PREFIXES = {"main": (0, 5), "test": (111, 196), "testnet4": (111, 196), "signet": (111, 196),
-                   "regtest": (111, 196)}
-BECH32_HRP = {"main": "bc", "test": "tb", "testnet4": "tb", "signet": "tb", "regtest": "bcrt"}
+# Network magic of the framed block files, by Bitcoin Core's chain name (getblockchaininfo "chain").
 MAGIC = {"main": bytes.fromhex("f9beb4d9"), "test": bytes.fromhex("0b110907"),
          "testnet4": bytes.fromhex("1c163f28"), "signet": bytes.fromhex("0a03cf40"),
          "regtest": bytes.fromhex("fabfb5da")}
 _NETWORK_OF_MAGIC = {magic: name for name, magic in MAGIC.items()}
-_BECH32M_CONST = 0x2BC830A3
-
-
-def normalize_network(network: str) -> str:
-    name = NETWORK_ALIASES.get(network.strip().lower(), network.strip().lower())
-    if name not in BASE58_PREFIXES:
-        raise ValueError(f"unknown bitcoin network {network!r} (expected one of {sorted(BASE58_PREFIXES)})")
-    return name
 
 
 # --------------------------------------------------------------------------- rows
@@ -144,14 +131,6 @@ class PrevoutCache:
 
 
 # --------------------------------------------------------------------------- scripts
-def _small_int(opcode: int) -> int | None:
-    if opcode == 0:
-        return 0
-    if 0x51 <= opcode <= 0x60:  # OP_1 .. OP_16
-        return opcode - 0x50
-    return None
-
-
 def _valid_pubkey_size(key: bytes) -> bool:
     return (len(key) == 33 and key[0] in (2, 3)) or (len(key) == 65 and key[0] in (4, 6, 7))
 
@@ -172,39 +151,20 @@ def _multisig(script: bytes) -> bool:
         return False
     if len(ops) < 3:
         return False
-    required, total = _small_int(ops[0][0]), _small_int(ops[-1][0])
+    required, total = small_int(ops[0][0]), small_int(ops[-1][0])
     keys = ops[1:-1]
     if not required or not total or total != len(keys) or required > total:
         return False
     return all(data is not None and op <= 0x4E and _valid_pubkey_size(data) for op, data, _ in keys)
 
 
-def witness_program(script: bytes) -> tuple[int, bytes] | None:
-    """(version, program) when ``script`` is a segwit output script (BIP141), else None."""
-    if not 4 <= len(script) <= 42 or script[1] + 2 != len(script):
-        return None
-    version = _small_int(script[0])
-    return None if version is None else (version, script[2:])
-
-
 def script_type(script: bytes) -> str:
     """Bitcoin Core's output type names: p2pkh, p2sh, p2wpkh, p2wsh, p2tr, anchor, witness_unknown,
     nulldata, p2pk, multisig, nonstandard."""
+    kind = address_kind(script)
+    if kind is not None:
+        return kind
     size = len(script)
-    if size == 25 and script[:3] == b"\x76\xa9\x14" and script[23:] == b"\x88\xac":
-        return "p2pkh"
-    if size == 23 and script[:2] == b"\xa9\x14" and script[22] == 0x87:
-        return "p2sh"
-    program = witness_program(script)
-    if program is not None:
-        version, data = program
-        if version == 0:
-            return {20: "p2wpkh", 32: "p2wsh"}.get(len(data), "nonstandard")
-        if version == 1 and len(data) == 32:
-            return "p2tr"
-        if version == 1 and data == b"\x4e\x73":
-            return "anchor"
-        return "witness_unknown"
     if size >= 1 and script[0] == 0x6A and _is_push_only(script[1:]):  # OP_RETURN
         return "nulldata"
     if script[-1:] == b"\xac" and size in (35, 67) and script[0] == size - 2 and _valid_pubkey_size(script[1:-1]):
@@ -212,40 +172,6 @@ def script_type(script: bytes) -> str:
     if _multisig(script):
         return "multisig"
     return "nonstandard"
-
-
-def _bech32m(hrp: str, version: int, program: bytes) -> str | None:
-    data = [version, *(convertbits(program, 8, 5) or [])]
-    if len(data) == 1:
-        return None
-    polymod = bech32_polymod(bech32_hrp_expand(hrp) + data + [0] * 6) ^ _BECH32M_CONST
-    checksum = [(polymod >> 5 * (5 - i)) & 31 for i in range(6)]
-    return hrp + "1" + "".join(CHARSET[d] for d in data + checksum)
-
-
-def script_address(script: bytes, network: str = "main", kind: str | None = None) -> str | None:
-    """The address Bitcoin Core shows for an output script on ``network``; None when it has none."""
-    from bitcoin.segwit_addr import bech32_encode
-
-    kind = kind or script_type(script)
-    network = normalize_network(network)
-    pubkey_prefix, script_prefix = BASE58_PREFIXES[network]
-    try:
-        if kind == "p2pkh":
-            return str(CBase58Data.from_bytes(script[3:23], pubkey_prefix))
-        if kind == "p2sh":
-            return str(CBase58Data.from_bytes(script[2:22], script_prefix))
-        if kind in ("p2wpkh", "p2wsh"):
-            # The library's bech32_encode, not its encode(): encode() decodes every address it makes
-            # again to check it, which was most of a block's parse time; script_type already checked
-            # the version and program length that decode() would.
-            return bech32_encode(BECH32_HRP[network], [0, *convertbits(script[2:], 8, 5)])
-        if kind in ("p2tr", "anchor", "witness_unknown"):
-            program = witness_program(script)
-            return _bech32m(BECH32_HRP[network], *program) if program else None
-    except (ValueError, TypeError):  # an encoder refusing the data: no address, not a failed block
-        return None
-    return None  # p2pk, multisig, nulldata, nonstandard: Core shows no address
 
 
 # --------------------------------------------------------------------------- blocks
@@ -277,6 +203,7 @@ def parse_block(
     """Rows of one block. ``known`` (updated with this block's outputs) and ``lookup`` resolve prevouts."""
     raw = block.serialize() if isinstance(block, CBlock) else bytes(block)
     network = normalize_network(network)
+    encode_address = address_encoder(network)
     known = known if known is not None else PrevoutCache()
     stream = io.BytesIO(raw)
     try:
@@ -338,7 +265,7 @@ def parse_block(
             script = bytes(txout.scriptPubKey)
             kind = script_type(script)
             row = OutputRow(block_hash, txid, n, txout.nValue, script.hex(), kind,
-                            script_address(script, network, kind))
+                            encode_address(script, kind))
             outputs.append(row)
             known.values[(txid, n)] = txout.nValue
             output_value += txout.nValue
