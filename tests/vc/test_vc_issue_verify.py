@@ -13,7 +13,7 @@ from tributary.did import keys
 from tributary.did.document import PortableDid
 from tributary.did.encoding import b64url_decode, b64url_encode
 from tributary.did.resolver import ResolverConfig, create_did
-from tributary.vc import status_list
+from tributary.vc import bitstring, status_list
 from tributary.vc.vcjwt import create_credential, issue_vc, verify_vc
 from tributary.vc.verdict import check_credential, credential_digest, record_verdict
 
@@ -119,12 +119,12 @@ def test_revoking_sets_the_bit_and_verification_then_fails(pg3: Any, did_devnet:
 
 
 def test_bitstring_encoding_counts_bits_from_the_most_significant_bit() -> None:
-    bits = status_list.new_bits()
-    status_list.set_bit(bits, 0)
-    status_list.set_bit(bits, 9)
-    assert bits[:2] == bytes([0x80, 0x40]) and len(bits) * 8 == status_list.MIN_BITS
-    decoded = status_list.decode(status_list.encode(bits))
-    assert status_list.get_bit(decoded, 0) and status_list.get_bit(decoded, 9) and not status_list.get_bit(decoded, 1)
+    bits = bitstring.new_bits()
+    bitstring.set_bit(bits, 0)
+    bitstring.set_bit(bits, 9)
+    assert bits[:2] == bytes([0x80, 0x40]) and len(bits) * 8 == bitstring.MIN_BITS
+    decoded = bitstring.decode(bitstring.encode(bits))
+    assert bitstring.get_bit(decoded, 0) and bitstring.get_bit(decoded, 9) and not bitstring.get_bit(decoded, 1)
 
 
 def test_verdicts_report_expectations_and_are_upserted_by_run(pg3: Any) -> None:

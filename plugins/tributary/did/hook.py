@@ -7,6 +7,7 @@ from typing import Any
 from tributary.core.errors import PermanentError
 from tributary.core.hooks import TributaryHook
 from tributary.core.masking import mask_secret
+from tributary.did import SYSTEM
 from tributary.did.resolver import ResolverConfig
 
 
@@ -26,7 +27,7 @@ class DidHook(TributaryHook):
     default_conn_name = "tributary_did"
     conn_type = "tributary_did"
     hook_name = "Tributary: DID resolver and key store"
-    system = "did"
+    system = SYSTEM
     default_timeout = 10.0
 
     def get_conn(self) -> ResolverConfig:

@@ -37,12 +37,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tributary.core.errors import PermanentError, SecurityError
-from tributary.did import didweb
+from tributary.did import SYSTEM, didweb
 from tributary.did.document import PortableDid, ResolutionError, parse_did
 from tributary.did.keystore import KeyStore
 from tributary.did.resolver import METHODS, ResolverConfig, create_did, publish_dht, resolve
 
-SYSTEM = "did"
 PROTOCOL = "https://tributary.example/protocols/identity"
 DID_DOCUMENT_PATH = "didDocument"  # dwn-sdk-js: protocol paths are letters only
 CREDENTIAL_PATH = "credential"

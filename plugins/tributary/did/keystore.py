@@ -21,10 +21,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tributary.core.errors import PermanentError, SecurityError
 from tributary.core.masking import mask_secret
-from tributary.did import keys
+from tributary.did import SYSTEM, keys
 from tributary.did.document import PortableDid, parse_did
 
-SYSTEM = "did"
 _SALT = b"tributary/did_keys/v1"
 
 

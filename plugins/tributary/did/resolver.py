@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from tributary.core.errors import PermanentError, TransientError
-from tributary.did import diddht, didjwk, didkey, didweb
+from tributary.did import SYSTEM, diddht, didjwk, didkey, didweb
 from tributary.did.document import PortableDid, ResolutionError, parse_did, resolution_result
 
-SYSTEM = "did"
 METHODS = ("key", "jwk", "web", "dht")
 
 

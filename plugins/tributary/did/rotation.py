@@ -15,12 +15,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tributary.core.errors import PermanentError
-from tributary.did import diddht, didweb, keys
+from tributary.did import SYSTEM, diddht, didweb, keys
 from tributary.did.document import PortableDid, parse_did
 from tributary.did.keystore import KeyStore
 from tributary.did.resolver import ResolverConfig, publish_dht
-
-SYSTEM = "did"
 
 
 def _web_document(store: KeyStore, did: str, now: datetime) -> dict:

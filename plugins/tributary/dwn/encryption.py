@@ -13,6 +13,7 @@ from jwcrypto import jwe, jwk
 from jwcrypto.common import JWException
 
 from tributary.core.errors import SecurityError
+from tributary.dwn import SYSTEM
 from tributary.dwn.identity import DidKey, b64url, x25519_public_of
 
 MEDIA_TYPE = "application/jose+json"
@@ -43,6 +44,6 @@ def decrypt_with(identity: DidKey, document: bytes) -> bytes:
     try:
         token.deserialize(document.decode(), key=key)
     except (JWException, ValueError, UnicodeDecodeError) as exc:
-        raise SecurityError(f"cannot decrypt record data for {identity.did}: {type(exc).__name__}", system="dwn",
+        raise SecurityError(f"cannot decrypt record data for {identity.did}: {type(exc).__name__}", system=SYSTEM,
                             reason="dwn:decrypt") from exc
     return token.payload

@@ -29,6 +29,7 @@ from tributary.core.errors import (
 )
 from tributary.core.hooks import TributaryHook
 from tributary.core.masking import mask_secret
+from tributary.dwn import SYSTEM
 from tributary.dwn import messages as m
 from tributary.dwn.identity import DidKey
 
@@ -42,7 +43,7 @@ class DwnReplyError(TributaryError):
     """A DWN reply status that is a failure; the status decides the class."""
 
     def __init__(self, status: int, detail: str, *, what: str) -> None:
-        super().__init__(f"DWN {what}: {status} {detail}"[:2000], system="dwn", reason=f"dwn:{status}")
+        super().__init__(f"DWN {what}: {status} {detail}"[:2000], system=SYSTEM, reason=f"dwn:{status}")
         self.status = status
         self.detail = detail
         if status == 401 or any(code in detail for code in INTEGRITY_CODES):
@@ -78,7 +79,7 @@ class DwnHook(TributaryHook):
     default_conn_name = "tributary_dwn"
     conn_type = "tributary_dwn"
     hook_name = "Tributary: Decentralized Web Node"
-    system = "dwn"
+    system = SYSTEM
     default_timeout: ClassVar[float] = 30.0
 
     # ----------------------------------------------------------------- settings

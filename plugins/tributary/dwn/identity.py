@@ -20,6 +20,7 @@ from tributary.core.errors import PermanentError, SecurityError
 from tributary.did import didkey, keys
 from tributary.did.document import PortableDid, ResolutionError, parse_did
 from tributary.did.encoding import b64url_decode, b64url_encode, multibase_decode
+from tributary.dwn import SYSTEM
 
 b64url = b64url_encode
 __all__ = ["DidKey", "b64url", "b64url_decode", "did_from_public_key", "public_key_of", "verify",
@@ -36,15 +37,15 @@ def _public_jwk_of(did: str) -> keys.Jwk:
     try:
         method, value = parse_did(did)
     except ResolutionError:
-        raise SecurityError(f"malformed DID {str(did)[:60]!r}", system="dwn", reason="did:malformed") from None
+        raise SecurityError(f"malformed DID {str(did)[:60]!r}", system=SYSTEM, reason="did:malformed") from None
     if method != "key":
-        raise SecurityError(f"not a did:key: {did[:60]!r}", system="dwn", reason="did:unsupported")
+        raise SecurityError(f"not a did:key: {did[:60]!r}", system=SYSTEM, reason="did:unsupported")
     try:
         crv, raw = multibase_decode(value)
     except ValueError as exc:
-        raise SecurityError(f"malformed did:key {did[:60]!r}", system="dwn", reason="did:malformed") from exc
+        raise SecurityError(f"malformed did:key {did[:60]!r}", system=SYSTEM, reason="did:malformed") from exc
     if crv != "Ed25519" or len(raw) != 32:
-        raise SecurityError(f"did:key {did[:60]!r} is not an Ed25519 key", system="dwn", reason="did:unsupported")
+        raise SecurityError(f"did:key {did[:60]!r} is not an Ed25519 key", system=SYSTEM, reason="did:unsupported")
     return keys.public_jwk_from_bytes(crv, raw)
 
 
@@ -85,13 +86,13 @@ class DidKey:
     def from_portable(cls, portable: PortableDid) -> DidKey:
         """The signer of an Ed25519 did:key made by ``tributary.did.create_did('key')`` (or the key store)."""
         if portable.method != "key":
-            raise PermanentError(f"{portable.uri}: a DWN identity is a did:key", system="dwn",
+            raise PermanentError(f"{portable.uri}: a DWN identity is a did:key", system=SYSTEM,
                                  reason="config:private_key")
         wanted = keys.thumbprint(_public_jwk_of(portable.uri))
         for jwk in portable.private_keys:
             if jwk.get("crv") == "Ed25519" and keys.thumbprint(jwk) == wanted:
                 return cls(jwk)
-        raise PermanentError(f"{portable.uri}: its private key is missing", system="dwn", reason="config:private_key")
+        raise PermanentError(f"{portable.uri}: its private key is missing", system=SYSTEM, reason="config:private_key")
 
     @classmethod
     def from_secret(cls, secret: str) -> DidKey:
@@ -112,7 +113,7 @@ class DidKey:
                 raise ValueError("the JWK's x is not the public key of its d")
             return cls(jwk)
         except (ValueError, TypeError, AttributeError) as exc:
-            raise PermanentError(f"invalid DWN tenant private key ({exc.__class__.__name__})", system="dwn",
+            raise PermanentError(f"invalid DWN tenant private key ({exc.__class__.__name__})", system=SYSTEM,
                                  reason="config:private_key") from None
 
     @cached_property

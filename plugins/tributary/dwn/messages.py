@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tributary.core.errors import SecurityError
+from tributary.dwn import SYSTEM
 from tributary.dwn.cid import compute_cid, compute_data_cid
 from tributary.dwn.identity import DidKey, b64url, b64url_decode, verify
 
@@ -147,7 +148,7 @@ def author_of(message: Mapping[str, Any]) -> str:
         header = json.loads(b64url_decode(signature["protected"]))
         return str(header["kid"]).split("#", 1)[0]
     except (KeyError, IndexError, TypeError, ValueError) as exc:
-        raise SecurityError("message has no readable signature", system="dwn", reason="dwn:no_signature") from exc
+        raise SecurityError("message has no readable signature", system=SYSTEM, reason="dwn:no_signature") from exc
 
 
 def verify_message(message: Mapping[str, Any], data: bytes | None = None) -> str:
@@ -159,7 +160,7 @@ def verify_message(message: Mapping[str, Any], data: bytes | None = None) -> str
     Any mismatch raises :class:`SecurityError`.
     """
     def fail(reason: str, text: str) -> SecurityError:
-        return SecurityError(f"DWN message failed verification: {text}", system="dwn", reason=f"dwn:{reason}")
+        return SecurityError(f"DWN message failed verification: {text}", system=SYSTEM, reason=f"dwn:{reason}")
 
     author = author_of(message)
     jws = message["authorization"]["signature"]

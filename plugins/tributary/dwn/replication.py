@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from tributary.core.errors import SecurityError
+from tributary.dwn import SYSTEM
 from tributary.dwn import messages as m
 
 log = logging.getLogger(__name__)
@@ -298,7 +299,7 @@ def replicate(source: Peer, target: Peer, conn: Any, *, tenant: str, protocol: s
     record_run(conn, key, run_id, counts, status="success", started_at=started)
     if counts.rejected:
         raise SecurityError(f"{counts.rejected} source message(s) failed signature/CID verification and were not "
-                            f"replicated: {counts.rejected_cids[:5]}", system="dwn", reason="dwn:rejected")
+                            f"replicated: {counts.rejected_cids[:5]}", system=SYSTEM, reason="dwn:rejected")
     return counts
 
 
@@ -337,7 +338,7 @@ def check_peers(source_conn_id: str, target_conn_id: str, tenant: str | None = N
     source, target = DwnHook(source_conn_id), DwnHook(target_conn_id)
     if source.tenant != target.tenant or (tenant and tenant != source.tenant):
         raise PermanentError(f"source and target must sign as the same tenant (source {source.tenant}, "
-                             f"target {target.tenant}, asked {tenant})", system="dwn", reason="config:tenant")
+                             f"target {target.tenant}, asked {tenant})", system=SYSTEM, reason="config:tenant")
     return {"tenant": source.tenant, "source": source.base_url, "target": target.base_url,
             "source_info": source.probe(), "target_info": target.probe()}
 
@@ -370,6 +371,6 @@ def verify_convergence(source_conn_id: str, target_conn_id: str, protocol: str) 
         extra = sorted(set(target) - set(source))
         stale = sorted(k for k in set(source) & set(target) if source[k] != target[k])
         raise DataError(f"target differs from source: {len(missing)} missing, {len(extra)} extra, "
-                        f"{len(stale)} stale (e.g. {(missing + extra + stale)[:3]})", system="dwn",
+                        f"{len(stale)} stale (e.g. {(missing + extra + stale)[:3]})", system=SYSTEM,
                         reason="dwn:diverged")
     return {"records": len(source)}

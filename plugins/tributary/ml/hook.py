@@ -13,13 +13,14 @@ from typing import Any
 
 from tributary.core.errors import PermanentError
 from tributary.core.hooks import TributaryHook
+from tributary.ml import SYSTEM
 
 
 class MlflowHook(TributaryHook):
     default_conn_name = "tributary_mlflow"
     conn_type = "tributary_mlflow"
     hook_name = "Tributary: MLflow"
-    system = "mlflow"
+    system = SYSTEM
 
     @property
     def tracking_uri(self) -> str:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from tributary.core.errors import PermanentError, classify
 from tributary.core.hooks import TributaryHook
 from tributary.core.masking import mask_text
+from tributary.platform import SYSTEM
 
 
 def _opted_out(extra: Any) -> bool:
@@ -172,4 +173,4 @@ def raise_if_unhealthy(summary: Mapping[str, Any]) -> None:
     unhealthy = summary["unhealthy"]
     if unhealthy:
         raise PermanentError(f"{len(unhealthy)} of {summary['total']} connections unhealthy: "
-                             f"{', '.join(unhealthy)}", system="platform", reason="unhealthy_connections")
+                             f"{', '.join(unhealthy)}", system=SYSTEM, reason="unhealthy_connections")

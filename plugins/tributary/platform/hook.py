@@ -12,6 +12,7 @@ from typing import Any
 
 from tributary.core.errors import PermanentError, SecurityError, TransientError
 from tributary.core.hooks import TributaryHook
+from tributary.platform import SYSTEM
 
 TERMINAL_RUN_STATES = {"success", "failed"}
 
@@ -35,7 +36,7 @@ class AirflowApiClient:
                                      json={"username": self.username, "password": self._password})
         if response.status_code in (401, 403):
             raise SecurityError(f"Airflow API rejected the credentials of {self.username!r}",
-                                system="airflow_api", reason=f"http:{response.status_code}")
+                                system=SYSTEM, reason=f"http:{response.status_code}")
         response.raise_for_status()
         return str(response.json()["access_token"])
 
@@ -56,11 +57,11 @@ class AirflowApiClient:
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)
         if response.status_code >= 500:
-            raise TransientError(f"{method} {path}: {response.status_code}", system="airflow_api",
+            raise TransientError(f"{method} {path}: {response.status_code}", system=SYSTEM,
                                  reason=f"http:{response.status_code}")
         if response.status_code >= 400:
             raise PermanentError(f"{method} {path}: {response.status_code} {response.text[:300]}",
-                                 system="airflow_api", reason=f"http:{response.status_code}")
+                                 system=SYSTEM, reason=f"http:{response.status_code}")
         return response.json()
 
     # ----------------------------------------------------------------- resources
@@ -104,7 +105,7 @@ class AirflowApiClient:
                 return str(state)
             if time.monotonic() > deadline:
                 raise TransientError(f"run {dag_id}/{run_id} still {state} after {timeout:.0f}s",
-                                     system="airflow_api", reason="timeout")
+                                     system=SYSTEM, reason="timeout")
             time.sleep(poll)
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
@@ -129,7 +130,7 @@ class AirflowApiHook(TributaryHook):
     default_conn_name = "tributary_airflow_api"
     conn_type = "tributary_airflow_api"
     hook_name = "Tributary: Airflow REST API"
-    system = "airflow_api"
+    system = SYSTEM
 
     def get_conn(self) -> AirflowApiClient:
         conn = self.connection

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tributary.core.errors import DataError
+from tributary.vc import SYSTEM
 
-SYSTEM = "vc"
 BASE_CONTEXT = "https://www.w3.org/2018/credentials/v1"
 BASE_CONTEXT_V2 = "https://www.w3.org/ns/credentials/v2"
 BASE_TYPE = "VerifiableCredential"

@@ -9,8 +9,7 @@ from typing import Any
 from tributary.core.errors import DataError
 from tributary.did import keys
 from tributary.did.encoding import b64url_decode, b64url_encode
-
-SYSTEM = "vc"
+from tributary.vc import SYSTEM
 
 
 @dataclass(frozen=True)

@@ -1,55 +1,22 @@
-"""Revocation with a Bitstring Status List (W3C; also reads StatusList2021).
+"""Revocation with a Bitstring Status List (W3C; also reads StatusList2021): the issuer's side.
 
-A list is a bitstring (>= 131,072 bits, so one credential hides in the crowd), GZIP-compressed and
-base64url-encoded (``u`` multibase prefix for BitstringStatusList) inside a *status list credential*
-that the issuer signs as a VC-JWT and serves at ``statusListCredential``. Bit ``i`` counts from the
-most significant bit of the first byte. The lists are kept in ``vc_status_lists``; revoking sets the
-bit and re-publishes the signed list.
+The list's bitstring (``bitstring``) travels inside a *status list credential* that the issuer signs
+as a VC-JWT and serves at ``statusListCredential``. The lists are kept in ``vc_status_lists``;
+revoking sets the bit and re-publishes the signed list.
 """
 
 from __future__ import annotations
 
-import gzip
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tributary.core.errors import DataError, PermanentError
+from tributary.core.errors import PermanentError
 from tributary.did.document import PortableDid
-from tributary.did.encoding import b64url_decode, b64url_encode
-
-SYSTEM = "vc"
-MIN_BITS = 131_072
-ENTRY_TYPES = ("BitstringStatusListEntry", "StatusList2021Entry")
-
-
-def new_bits(size: int = MIN_BITS) -> bytearray:
-    return bytearray((max(size, MIN_BITS) + 7) // 8)
-
-
-def set_bit(bits: bytearray, index: int, value: bool = True) -> None:
-    if not 0 <= index < len(bits) * 8:
-        raise PermanentError(f"status index {index} outside the list", system=SYSTEM, reason="status_index")
-    mask = 0x80 >> (index % 8)
-    bits[index // 8] = bits[index // 8] | mask if value else bits[index // 8] & ~mask
-
-
-def get_bit(bits: bytes, index: int) -> bool:
-    if not 0 <= index < len(bits) * 8:
-        raise DataError(f"status index {index} outside the list", system=SYSTEM, reason="status_index")
-    return bool(bits[index // 8] & (0x80 >> (index % 8)))
-
-
-def encode(bits: bytes) -> str:
-    return "u" + b64url_encode(gzip.compress(bytes(bits), mtime=0))
-
-
-def decode(encoded: str) -> bytes:
-    try:
-        raw = b64url_decode(encoded[1:] if encoded.startswith("u") else encoded)
-        return gzip.decompress(raw)
-    except (ValueError, OSError, EOFError):
-        raise DataError("encodedList is not base64url GZIP", system=SYSTEM, reason="status_list_malformed") from None
+from tributary.vc import SYSTEM
+from tributary.vc.bitstring import MIN_BITS, encode, new_bits, set_bit
+from tributary.vc.credential import BASE_CONTEXT, format_datetime
+from tributary.vc.vcjwt import issue_vc
 
 
 def status_entry(list_url: str, index: int, purpose: str = "revocation") -> dict[str, Any]:
@@ -59,8 +26,6 @@ def status_entry(list_url: str, index: int, purpose: str = "revocation") -> dict
 
 
 def list_credential(issuer: str, list_url: str, bits: bytes, purpose: str = "revocation") -> dict[str, Any]:
-    from tributary.vc.credential import BASE_CONTEXT, format_datetime
-
     return {"@context": [BASE_CONTEXT], "id": list_url,
             "type": ["VerifiableCredential", "BitstringStatusListCredential"], "issuer": issuer,
             "issuanceDate": format_datetime(datetime.now(UTC)),
@@ -107,8 +72,6 @@ def set_status(conn: Any, list_id: str, index: int, revoked: bool = True) -> Non
 
 def publish(conn: Any, list_id: str, issuer: PortableDid, document_root: str | Path, url_path: str) -> Path:
     """Sign the list's current state as a VC-JWT and write it at ``document_root/url_path``."""
-    from tributary.vc.vcjwt import issue_vc
-
     with conn.cursor() as cur:
         cur.execute("SELECT url, purpose, bits FROM vc_status_lists WHERE list_id = %s", (list_id,))
         row = cur.fetchone()

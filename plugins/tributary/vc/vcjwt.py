@@ -29,10 +29,9 @@ from tributary.core.errors import DataError, SecurityError
 from tributary.did import keys
 from tributary.did.document import PortableDid, ResolutionError, find_method, method_has_purpose, parse_did
 from tributary.did.resolver import ResolverConfig, resolve_document
-from tributary.vc import jws, status_list
+from tributary.vc import SYSTEM, bitstring, jws
 from tributary.vc.credential import format_datetime, issuer_id, parse_datetime, subject_id, validate
 
-SYSTEM = "vc"
 CLOCK_SKEW = 60  # seconds of tolerance on nbf / exp
 
 
@@ -182,7 +181,7 @@ def _issuer_key(kid: str, issuer: str, alg: str, config: ResolverConfig) -> keys
 def _check_status(vc: dict[str, Any], config: ResolverConfig, now: float, checked: list[str]) -> None:
     entries = vc.get("credentialStatus")
     for entry in (entries if isinstance(entries, list) else [entries] if entries else []):
-        if entry.get("type") not in status_list.ENTRY_TYPES:
+        if entry.get("type") not in bitstring.ENTRY_TYPES:
             raise DataError(f"unsupported credentialStatus type {entry.get('type')!r}", system=SYSTEM,
                             reason="status_unsupported")
         url = entry.get("statusListCredential")
@@ -201,7 +200,7 @@ def _check_status(vc: dict[str, Any], config: ResolverConfig, now: float, checke
         purpose = entry.get("statusPurpose", "revocation")
         if subject.get("statusPurpose", purpose) != purpose:
             raise DataError("status list purpose differs from the entry's", system=SYSTEM, reason="status_purpose")
-        if status_list.get_bit(status_list.decode(subject.get("encodedList", "")), index):
+        if bitstring.get_bit(bitstring.decode(subject.get("encodedList", "")), index):
             raise SecurityError(f"the credential is {'revoked' if purpose == 'revocation' else purpose}",
                                 system=SYSTEM, reason="revoked" if purpose == "revocation" else "suspended")
         checked.append(f"status:{purpose}")

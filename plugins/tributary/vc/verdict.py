@@ -13,6 +13,7 @@ from typing import Any
 
 from tributary.core.errors import PermanentError, TributaryError, classify
 from tributary.did.resolver import ResolverConfig
+from tributary.vc import SYSTEM
 from tributary.vc.credential import issuer_id, subject_id
 from tributary.vc.vcjwt import verify_vc
 
@@ -73,7 +74,7 @@ def credential_digest(token: str) -> str:
 def record_verdict(conn: Any, run_id: str, digest: str, verdict: dict[str, Any]) -> None:
     """Upsert the verdict of ``run_id`` (a retried or cleared task writes the same row again)."""
     if not run_id:
-        raise PermanentError("a verdict needs the run id", system="vc", reason="invalid_value")
+        raise PermanentError("a verdict needs the run id", system=SYSTEM, reason="invalid_value")
     with conn.cursor() as cur:
         cur.execute(
             "INSERT INTO vc_verifications (run_id, credential_sha256, valid, reasons, issuer, subject, types, checked)"

@@ -19,4 +19,3 @@ Nothing here imports pandas, scikit-learn or MLflow at module level except the m
 ALIAS_CHAMPION = "champion"
 ALIAS_CHALLENGER = "challenger"
 ALIAS_PREVIOUS = "previous-champion"
-SYSTEM = "mlflow"

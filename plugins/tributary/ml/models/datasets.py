@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tributary.core.errors import DataError, PermanentError
+from tributary.ml import SYSTEM
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -160,14 +161,14 @@ class DatasetSource(ABC):
             stored = self.partitions()
             if not stored:
                 raise DataError(f"{self.name}: no partitions stored yet (column {column!r}); run the pipeline that "
-                                "fills it first", system="ml", reason="partition_missing")
+                                "fills it first", system=SYSTEM, reason="partition_missing")
             partition = stored[-1]
         return self.with_filters(**{column: str(partition)})
 
     def feature_columns(self, frame: pd.DataFrame) -> list[str]:
         features = [c for c in frame.columns if c not in self.non_feature_columns()]
         if not features:
-            raise DataError(f"{self.name}: no feature columns left", system="ml", reason="no_features")
+            raise DataError(f"{self.name}: no feature columns left", system=SYSTEM, reason="no_features")
         return features
 
     def check_columns(self, frame: pd.DataFrame, *, labelled: bool) -> None:
@@ -175,9 +176,9 @@ class DatasetSource(ABC):
         missing = [c for c in needed if c not in frame.columns]
         if missing:
             raise DataError(f"{self.name}: missing column(s) {missing}; has {list(frame.columns)[:20]}",
-                            system="ml", reason="missing_columns")
+                            system=SYSTEM, reason="missing_columns")
         if labelled and not self.target:
-            raise PermanentError(f"{self.name}: training needs a target column", system="ml",
+            raise PermanentError(f"{self.name}: training needs a target column", system=SYSTEM,
                                  reason="config:source")
 
 
@@ -231,7 +232,7 @@ class ParquetSource(DatasetSource):
         import pyarrow.dataset as ds
 
         if not Path(self.path).exists():
-            raise DataError(f"{self.name}: no such file or folder", system="ml", reason="source_missing")
+            raise DataError(f"{self.name}: no such file or folder", system=SYSTEM, reason="source_missing")
         return ds.dataset(self.path, format="parquet", partitioning="hive")
 
     def _filter(self, without: str | None = None) -> Any:
@@ -325,7 +326,7 @@ class PostgresSource(DatasetSource):
         except Exception as exc:
             if getattr(exc, "sqlstate", None) == "42P01":  # undefined_table
                 raise DataError(f"{self.name}: table {self.table} does not exist (has its pipeline run yet?)",
-                                system="ml", reason="source_missing") from exc
+                                system=SYSTEM, reason="source_missing") from exc
             raise
         finally:
             conn.rollback()
@@ -377,7 +378,7 @@ _OWN_KEYS = {"sklearn": {"dataset"}, "parquet": {"path"}, "postgres": {"table", 
 
 
 def _config_error(message: str) -> PermanentError:
-    return PermanentError(f"invalid dataset source: {message}", system="ml", reason="config:source")
+    return PermanentError(f"invalid dataset source: {message}", system=SYSTEM, reason="config:source")
 
 
 def source_from_spec(spec: Mapping[str, Any] | DatasetSource | None) -> DatasetSource:
@@ -429,9 +430,9 @@ class LabelledData:
         source.check_columns(frame, labelled=True)
         if frame[source.target].isna().any():
             raise DataError(f"{source.name}: {int(frame[source.target].isna().sum())} rows have no label",
-                            system="ml", reason="missing_labels")
+                            system=SYSTEM, reason="missing_labels")
         if frame[source.key].duplicated().any():
-            raise DataError(f"{source.name}: duplicate keys in column {source.key!r}", system="ml",
+            raise DataError(f"{source.name}: duplicate keys in column {source.key!r}", system=SYSTEM,
                             reason="duplicate_keys")
         frame = frame.assign(**{source.key: frame[source.key].astype(str)})
         return cls(source, frame.reset_index(drop=True), source.feature_columns(frame))
@@ -442,7 +443,7 @@ class LabelledData:
         if len(part) < 2 or part[self.source.target].nunique() < 2:
             which = "holdout" if holdout else "training part"
             raise DataError(f"{self.source.name}: the {which} has {len(part)} rows and fewer than two classes",
-                            system="ml", reason="too_few_rows")
+                            system=SYSTEM, reason="too_few_rows")
         return part
 
     def train(self) -> pd.DataFrame:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tributary.core.errors import DataError, PermanentError
+from tributary.ml import SYSTEM
 
 METRICS = ("accuracy", "f1_macro", "balanced_accuracy")
 SCORERS = {"accuracy": "accuracy", "f1_macro": "f1_macro", "balanced_accuracy": "balanced_accuracy"}
@@ -41,7 +42,7 @@ def classification_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
 def check_metric_names(metric: str, thresholds: Mapping[str, float]) -> None:
     unknown = sorted({metric, *thresholds} - set(METRICS))
     if unknown:
-        raise PermanentError(f"unknown metric(s) {unknown}; known: {list(METRICS)}", system="ml",
+        raise PermanentError(f"unknown metric(s) {unknown}; known: {list(METRICS)}", system=SYSTEM,
                              reason="config:metric")
 
 
@@ -108,7 +109,7 @@ def select_best(candidates: Iterable[Mapping[str, Any]], metric: str) -> dict[st
     """The grid point with the best mean cross-validation score (the first one on ties)."""
     ranked = list(candidates)
     if not ranked:
-        raise DataError("no trained candidates to choose from", system="ml", reason="no_candidates")
+        raise DataError("no trained candidates to choose from", system=SYSTEM, reason="no_candidates")
     best = max(enumerate(ranked), key=lambda item: (item[1]["cv"][f"{metric}_mean"], -item[0]))
     return dict(best[1])
 
@@ -125,6 +126,6 @@ def score_model(model: Any, holdout: Any, features: list[str], target: str) -> d
     columns = model_inputs(model, features)
     missing = [c for c in columns if c not in holdout.columns]
     if missing:
-        raise DataError(f"the holdout lacks the model's input column(s) {missing[:10]}", system="ml",
+        raise DataError(f"the holdout lacks the model's input column(s) {missing[:10]}", system=SYSTEM,
                         reason="schema_mismatch")
     return classification_metrics(holdout[target], model.predict(holdout[columns]))

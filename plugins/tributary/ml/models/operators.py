@@ -30,7 +30,8 @@ from urllib.parse import urlsplit, urlunsplit
 from airflow.sdk import BaseOperator, Context
 
 from tributary.core.failfast import classified, raise_classified
-from tributary.ml.models import ALIAS_CHALLENGER, ALIAS_CHAMPION, SYSTEM
+from tributary.ml import SYSTEM
+from tributary.ml.models import ALIAS_CHALLENGER, ALIAS_CHAMPION
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,6 @@ class ModelLifecycleOperator(BaseOperator):
             return self.perform(context)
         except Exception as exc:
             raise_classified(translate_error(exc), SYSTEM)
-            raise  # unreachable: raise_classified always raises
 
     def perform(self, context: Context) -> Any:
         raise NotImplementedError
@@ -494,7 +494,7 @@ def resolve_score_date(value: Any, context: Mapping[str, Any], *, partition: str
         try:
             return date.fromisoformat(str(value))
         except ValueError as exc:
-            raise PermanentError(f"score_date {value!r} is not YYYY-MM-DD", system="ml",
+            raise PermanentError(f"score_date {value!r} is not YYYY-MM-DD", system=SYSTEM,
                                  reason="config:score_date") from exc
     if partition:
         return date.fromisoformat(str(partition)[:10])

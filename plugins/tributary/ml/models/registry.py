@@ -33,7 +33,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tributary.core.errors import PermanentError, TransientError
-from tributary.ml.models import ALIAS_CHALLENGER, ALIAS_CHAMPION, ALIAS_PREVIOUS, SYSTEM
+from tributary.ml import SYSTEM
+from tributary.ml.models import ALIAS_CHALLENGER, ALIAS_CHAMPION, ALIAS_PREVIOUS
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from datetime import date
 from typing import Any
 
 from tributary.core.errors import DataError
+from tributary.ml import SYSTEM
 from tributary.ml.models.datasets import DatasetSource
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def predict_batches(model: Any, source: DatasetSource, batch_size: int) -> Itera
         columns = columns or model_inputs(model, source.feature_columns(batch))
         missing = [c for c in columns if c not in batch.columns]
         if missing:
-            raise DataError(f"{source.name} lacks the model's input column(s) {missing[:10]}", system="ml",
+            raise DataError(f"{source.name} lacks the model's input column(s) {missing[:10]}", system=SYSTEM,
                             reason="schema_mismatch")
         yield [str(k) for k in batch[source.key]], list(model.predict(batch[columns]))
 
@@ -93,7 +94,7 @@ def write_predictions(
                 written += len(rows)
             if written == 0:
                 raise DataError(f"{dataset} has no rows to score for {score_date}; the partition is kept",
-                                system="ml", reason="empty_input")
+                                system=SYSTEM, reason="empty_input")
         conn.commit()
     except BaseException:
         conn.rollback()

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tributary.core.errors import PermanentError, TransientError
-from tributary.ml.models import SYSTEM
+from tributary.ml import SYSTEM
 
 log = logging.getLogger(__name__)
 

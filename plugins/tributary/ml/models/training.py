@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tributary.core.errors import PermanentError
+from tributary.ml import SYSTEM
 from tributary.ml.models.datasets import DatasetSource, LabelledData, fingerprint, split_spec
 
 SEED = 42
@@ -51,7 +52,7 @@ def _estimator(name: str) -> Any:
         return RandomForestClassifier(n_estimators=50, random_state=SEED, n_jobs=1)
     if name == "hist_gradient_boosting":
         return HistGradientBoostingClassifier(random_state=SEED)
-    raise PermanentError(f"unknown estimator {name!r}; one of {list(ESTIMATORS)}", system="ml",
+    raise PermanentError(f"unknown estimator {name!r}; one of {list(ESTIMATORS)}", system=SYSTEM,
                          reason="config:estimator")
 
 
@@ -60,16 +61,16 @@ def expand_grid(estimator: str, grid: Mapping[str, Sequence[Any]], max_points: i
     known = set(_estimator(estimator).get_params())
     unknown = sorted(set(grid) - known)
     if unknown:
-        raise PermanentError(f"{estimator} has no hyperparameter(s) {unknown}", system="ml",
+        raise PermanentError(f"{estimator} has no hyperparameter(s) {unknown}", system=SYSTEM,
                              reason="config:grid")
     for name, values in grid.items():
         if isinstance(values, str | bytes) or not isinstance(values, Sequence) or not values:
-            raise PermanentError(f"grid[{name!r}] must be a non-empty list", system="ml", reason="config:grid")
+            raise PermanentError(f"grid[{name!r}] must be a non-empty list", system=SYSTEM, reason="config:grid")
     names = sorted(grid)
     points = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(grid[n] for n in names))]
     if len(points) > max_points:
         raise PermanentError(f"the grid has {len(points)} points, more than max_grid_points={max_points}",
-                             system="ml", reason="config:grid")
+                             system=SYSTEM, reason="config:grid")
     return points or [{}]
 
 
@@ -92,7 +93,7 @@ def build_pipeline(estimator: str, hyperparams: Mapping[str, Any], numeric: list
     try:
         model.set_params(**hyperparams)
     except (ValueError, TypeError) as exc:
-        raise PermanentError(f"{estimator}: bad hyperparameters {dict(hyperparams)}: {exc}", system="ml",
+        raise PermanentError(f"{estimator}: bad hyperparameters {dict(hyperparams)}: {exc}", system=SYSTEM,
                              reason="config:grid") from exc
     return Pipeline([("preprocess", ColumnTransformer(parts)), ("model", model)])
 

@@ -24,6 +24,7 @@ from airflow.sdk import DAG, Param
 
 from tributary.core.defaults import default_args
 from tributary.core.errors import PermanentError
+from tributary.ml import SYSTEM
 from tributary.ml.pipeline.assets import parquet_asset, parquet_asset_uri, table_asset, table_asset_uri
 from tributary.ml.pipeline.operators import (
     AnalyzeOperator,
@@ -184,4 +185,4 @@ def raise_for_broken_specs(directory: Path | None = None) -> None:
     if errors:
         lines = "\n".join(f"- {error}" for error in errors)
         raise BrokenPipelineSpecs(f"{len(errors)} broken pipeline spec(s); their DAGs are not generated, the other "
-                                  f"pipelines are unaffected:\n{lines}", system="ml", reason="pipeline_spec")
+                                  f"pipelines are unaffected:\n{lines}", system=SYSTEM, reason="pipeline_spec")

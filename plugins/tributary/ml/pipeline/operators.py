@@ -29,8 +29,9 @@ from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
+from tributary.ml import SYSTEM
+
 log = logging.getLogger(__name__)
-SYSTEM = "ml"
 
 
 def resolve_partition(context: Mapping[str, Any], override: str | None = None) -> str:
@@ -91,7 +92,6 @@ class PipelineStepOperator(BaseOperator):
             return self.run(context)
         except Exception as exc:
             raise_classified(exc, SYSTEM)
-            raise  # unreachable: raise_classified always raises
         finally:
             self.metrics["duration_s"] = round(time.monotonic() - started, 3)
             self._record_metrics(context)

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tributary.core.errors import DataError, PermanentError, TransientError
+from tributary.ml import SYSTEM
 from tributary.ml.pipeline import lineage
 from tributary.ml.pipeline.assets import landing_dir
 from tributary.ml.pipeline.staging import rebatch
@@ -131,7 +132,7 @@ class FileSource(Source):
         found = sorted(Path(p) for p in glob.glob(str(pattern), recursive=True) if Path(p).is_file())
         if not found and not self.config.get("allow_empty", False):
             # Files for a date usually arrive late rather than never: let Airflow retry with backoff.
-            raise TransientError(f"no files match {pattern}", system="ml", reason="no_input_files")
+            raise TransientError(f"no files match {pattern}", system=SYSTEM, reason="no_input_files")
         return found
 
     def describe(self) -> str:
@@ -172,7 +173,7 @@ class FileSource(Source):
         try:
             stream = pacsv.open_csv(str(path), read_options=read, parse_options=parse, convert_options=convert)
         except pa.ArrowInvalid as exc:
-            raise DataError(f"{path.name}: cannot read as CSV with columns {self.columns}: {exc}", system="ml",
+            raise DataError(f"{path.name}: cannot read as CSV with columns {self.columns}: {exc}", system=SYSTEM,
                             reason="malformed_file") from exc
         ordinal = 1
         for batch in stream:
@@ -213,7 +214,7 @@ class FileSource(Source):
         file = pq.ParquetFile(str(path), pre_buffer=False)  # bounded memory: see staging.iter_batches
         missing = [c for c in self.columns if c not in file.schema_arrow.names]
         if missing:
-            raise DataError(f"{path.name} lacks column(s) {missing}", system="ml", reason="missing_columns")
+            raise DataError(f"{path.name} lacks column(s) {missing}", system=SYSTEM, reason="missing_columns")
         ordinal = 1
         for batch in file.iter_batches(batch_size=self.batch_rows, columns=self.columns):
             yield _with_meta(batch, self.columns, f"{path.name}:", ordinal, self.schema)
@@ -224,13 +225,13 @@ def package_file(package: str, resource: str) -> Path:
     """A data file inside an installed package, found without importing the package."""
     spec = importlib.util.find_spec(package)
     if spec is None:
-        raise PermanentError(f"package {package!r} is not installed", system="ml", reason="package_missing")
+        raise PermanentError(f"package {package!r} is not installed", system=SYSTEM, reason="package_missing")
     roots = list(spec.submodule_search_locations or []) or [str(Path(spec.origin or "").parent)]
     for root in roots:
         candidate = Path(root) / resource
         if candidate.is_file():
             return candidate
-    raise PermanentError(f"{resource!r} not found in package {package!r} ({roots})", system="ml",
+    raise PermanentError(f"{resource!r} not found in package {package!r} ({roots})", system=SYSTEM,
                          reason="package_file_missing")
 
 
@@ -278,7 +279,7 @@ class HttpSource(Source):
         elif self.config.get("endpoint"):
             url = url.rstrip("/") + "/" + self.config["endpoint"].lstrip("/")
         if not url:
-            raise PermanentError("http source needs 'url' or 'conn_id'", system="ml", reason="config:http")
+            raise PermanentError("http source needs 'url' or 'conn_id'", system=SYSTEM, reason="config:http")
         return url, headers, auth
 
     def describe(self) -> str:
@@ -320,7 +321,7 @@ class HttpSource(Source):
                 records = dig(document, self.config.get("records_path", ""))
                 if not isinstance(records, list):
                     raise DataError(f"{response.url}: records_path {self.config.get('records_path', '')!r} is not "
-                                    f"a list in the response", system="ml", reason="malformed_response")
+                                    f"a list in the response", system=SYSTEM, reason="malformed_response")
                 log.info("page %d: %d records", page, len(records))
                 yield records
                 if not records or kind == "none":
@@ -345,7 +346,7 @@ class HttpSource(Source):
                         return
                     url, params = requests.compat.urljoin(response.url, following), None
         raise PermanentError(f"{self._url}: pagination did not end after {max_pages} pages (pagination.max_pages)",
-                             system="ml", reason="pagination")
+                             system=SYSTEM, reason="pagination")
 
     def _read(self) -> Iterator[pa.RecordBatch]:
         for page, records in enumerate(self.pages(), start=1):
@@ -393,7 +394,7 @@ class SqlSource(Source):
                         names = [d[0] for d in cursor.description or []]
                         missing = [c for c in self.columns if c not in names]
                         if missing:
-                            raise DataError(f"query result lacks column(s) {missing} (has {names})", system="ml",
+                            raise DataError(f"query result lacks column(s) {missing} (has {names})", system=SYSTEM,
                                             reason="missing_columns")
                     if not rows:
                         break
@@ -415,5 +416,5 @@ def open_source(config: Mapping[str, Any], columns: Sequence[Mapping[str, str]],
     try:
         kind = _KINDS[config["kind"]]
     except KeyError as exc:
-        raise PermanentError(f"unknown source kind {config.get('kind')!r}", system="ml", reason="config") from exc
+        raise PermanentError(f"unknown source kind {config.get('kind')!r}", system=SYSTEM, reason="config") from exc
     return kind(config, columns, batch_rows, bind or {})

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tributary.core.errors import PermanentError
+from tributary.ml import SYSTEM
 
 # Columns every stored row gets besides the spec's own; specs may not reuse these names.
 RESERVED_COLUMNS = frozenset({"ds", "record_key", "run_id", "loaded_at"})
@@ -218,7 +219,7 @@ class PipelineSpecError(PermanentError):
     def __init__(self, path: Path | str, problems: list[str]) -> None:
         self.path = str(path)
         self.problems = problems
-        super().__init__(f"pipeline spec {self.path}: " + "; ".join(problems), system="ml", reason="pipeline_spec")
+        super().__init__(f"pipeline spec {self.path}: " + "; ".join(problems), system=SYSTEM, reason="pipeline_spec")
 
 
 @dataclass(frozen=True)
@@ -504,7 +505,7 @@ def get_spec(name: str, directory: Path | None = None) -> PipelineSpec:
     for error in errors:
         if Path(error.path).stem == name:
             raise error
-    raise PermanentError(f"no pipeline spec named {name!r} in {directory or pipelines_dir()}", system="ml",
+    raise PermanentError(f"no pipeline spec named {name!r} in {directory or pipelines_dir()}", system=SYSTEM,
                          reason="pipeline_spec")
 
 

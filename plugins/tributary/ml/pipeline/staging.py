@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tributary.core.errors import PermanentError
+from tributary.ml import SYSTEM
 
 
 class StageWriter:
@@ -90,7 +91,7 @@ def require(path: Path | str, step: str) -> Path:
     staged = Path(path)
     if not staged.is_file():
         raise PermanentError(f"staged data {staged} is missing (removed after a finished run?); "
-                             f"clear the whole run from 'collect' to redo {step}", system="ml",
+                             f"clear the whole run from 'collect' to redo {step}", system=SYSTEM,
                              reason="staging_missing")
     return staged
 

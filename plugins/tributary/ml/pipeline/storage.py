@@ -29,6 +29,7 @@ from typing import Any
 import pyarrow as pa
 
 from tributary.core.errors import PermanentError
+from tributary.ml import SYSTEM
 from tributary.ml.pipeline.assets import dataset_dir, partition_dir
 from tributary.ml.pipeline.processing import RECORD_KEY
 from tributary.ml.pipeline.specs import output_columns, render_ddl
@@ -78,7 +79,7 @@ def previous_partition(name: str, partition: str) -> str | None:
 def partition_file(name: str, partition: str) -> Path:
     path = partition_dir(name, partition) / PART_FILE
     if not path.is_file():
-        raise PermanentError(f"dataset {name} has no partition ds={partition} ({path})", system="ml",
+        raise PermanentError(f"dataset {name} has no partition ds={partition} ({path})", system=SYSTEM,
                              reason="partition_missing")
     return path
 
@@ -92,7 +93,7 @@ def read_partition(name: str, partition: str | None = None, columns: list[str] |
     if partition is None:
         stored = partitions(name)
         if not stored:
-            raise PermanentError(f"dataset {name} has no partitions under {dataset_dir(name)}", system="ml",
+            raise PermanentError(f"dataset {name} has no partitions under {dataset_dir(name)}", system=SYSTEM,
                                  reason="partition_missing")
         partition = stored[-1]
     return to_frame(pq.read_table(str(partition_file(name, partition)), columns=columns))
@@ -124,7 +125,7 @@ def check_table(conn: Any, spec: Mapping[str, Any]) -> None:
         what = f"table {table} does not exist" if not present else f"table {table} lacks column(s) {missing}"
         raise PermanentError(f"{what}; add a migration include/sql/ml/NNN_{table}.sql (print it with "
                              f"python -m tributary.ml.pipeline.specs ddl {spec['name']}):\n{render_ddl(spec)}",
-                             system="ml", reason="table_missing")
+                             system=SYSTEM, reason="table_missing")
 
 
 def _quote(name: str) -> str:

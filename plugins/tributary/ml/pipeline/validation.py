@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from tributary.core.errors import DataError, PermanentError
+from tributary.ml import SYSTEM
 from tributary.ml.pipeline.processing import cast_frame, to_arrow, typed_schema
 from tributary.ml.pipeline.reporting import esc, table, verdict, write_json, write_page
 from tributary.ml.pipeline.sources import ERROR, POS
@@ -200,7 +201,7 @@ def split_batch(raw: pd.DataFrame, spec: Mapping[str, Any], runner: SuiteRunner,
     for outcome in outcomes:
         if outcome.error:
             raise PermanentError(f"expectation {outcome.label} in suite {runner.suite.name} cannot run: "
-                                 f"{outcome.error}", system="ml", reason="suite_error")
+                                 f"{outcome.error}", system=SYSTEM, reason="suite_error")
         tally = tallies.setdefault(outcome.label + outcome.describe_kwargs(),
                                    ExpectationTally(outcome.label, outcome.describe_kwargs(), outcome.row_level))
         tally.batches += 1
@@ -257,11 +258,11 @@ def validate_stage(raw_path: Path, validated_path: Path, spec: Mapping[str, Any]
                                       "table_failures": batch_failures})
             if batch_failures:
                 result.failure = f"batch {number}: table-level expectation failed: {'; '.join(batch_failures)}"
-                raise DataError(f"{source_label}: {result.failure}", system="ml", reason="batch_expectation_failed",
+                raise DataError(f"{source_label}: {result.failure}", system=SYSTEM, reason="batch_expectation_failed",
                                 quarantined=result.rows_quarantined)
             try:
                 check_failure_rate(f"{source_label} batch {number}", len(rejected), len(raw), max_failure_rate,
-                                   system="ml")
+                                   system=SYSTEM)
             except DataError as exc:
                 result.failure = str(exc)
                 raise
