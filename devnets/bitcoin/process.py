@@ -50,6 +50,7 @@ def start_devnet(
     rpcuser: str | None = None,
     rpcpassword: str | None = None,
     timeout: float = 30,
+    mine_every: float = 0.0,
 ) -> DevnetHandle:
     """Start ``python -m devnets.bitcoin`` and wait for its ready line."""
     datadir = Path(datadir)
@@ -57,6 +58,8 @@ def start_devnet(
     cmd = [sys.executable, "-m", "devnets.bitcoin", "--datadir", str(datadir), "--rpcport", str(port)]
     if rpcuser is not None:
         cmd += ["--rpcuser", rpcuser, "--rpcpassword", rpcpassword or ""]
+    if mine_every:
+        cmd += ["--mine-every", str(mine_every)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
     output: list[str] = []
     process = start_with_ready_line(cmd, READY_PREFIX, output, name="bitcoin devnet", timeout=timeout,

@@ -38,6 +38,10 @@ from tributary.cli.env import PROJECT_ROOT, free_port
 
 log = logging.getLogger("tributary.run")
 BITCOIN_WALLET = "tributary"
+BITCOIN_BLOCK_INTERVAL = 10.0  # seconds between the devnet's blocks (--bitcoin-block-interval)
+# Clarinet's public devnet deployer key (also the tributary_stacks default in airflow_settings.yaml):
+# for the devnet only, never for real funds.
+STACKS_DEVNET_KEY = "753b7cc01a1a2e86221266a154af739463fce51219d97e4f856cd7200c3bd2a601"
 BITCOIN_DEFAULT_PORT = 18443  # bitcoind's regtest RPC port
 STACKS_DEFAULT_PORT = 20443  # stacks-core's RPC port
 EVM_DEFAULT_PORT = 8545
@@ -59,6 +63,8 @@ def port_is_free(port: int) -> bool:
 class BitcoinDevnet:
     datadir: Path
     port: int
+    # A block every N seconds, so that a settlement triggered from the UI confirms; 0: only when asked.
+    mine_every: float = BITCOIN_BLOCK_INTERVAL
 
     @property
     def cookie_file(self) -> Path:
@@ -69,7 +75,8 @@ class BitcoinDevnet:
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "devnets.bitcoin", "--datadir", str(self.datadir), "--rpcport", str(self.port)]
+        return [sys.executable, "-m", "devnets.bitcoin", "--datadir", str(self.datadir), "--rpcport", str(self.port),
+                "--mine-every", str(self.mine_every)]
 
     def environ(self) -> dict[str, str]:
         return {"TRIBUTARY_BITCOIN_PORT": str(self.port), "TRIBUTARY_BITCOIN_COOKIE": str(self.cookie_file),
@@ -227,12 +234,42 @@ class StacksDevnet:
         while True:
             try:
                 info = requests.get(f"{self.url}/v2/info", timeout=5).json()
-                return (f"stacks devnet (simnet) on {self.url}: network {info.get('network_id')}, "
-                        f"stacks tip {info.get('stacks_tip_height')}")
+                break
             except Exception as exc:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"stacks devnet on {self.url} not ready after {timeout:.0f}s: {exc}") from exc
                 time.sleep(0.3)
+        deployed = self.deploy_examples()
+        return (f"stacks devnet (simnet) on {self.url}: network {info.get('network_id')}, "
+                f"stacks tip {info.get('stacks_tip_height')}; example contracts: {', '.join(deployed) or 'none'}")
+
+    def deploy_examples(self, key_hex: str | None = None) -> list[str]:
+        """Deploy ``include/contracts/*.clar`` from the Connection's sender, so the DAG's defaults
+        (``contract=counter``) work on a fresh devnet. The simnet keeps no state across restarts, so
+        this runs at every start; a contract the sender already has is left alone."""
+        import os
+
+        import requests
+
+        from tributary.stacks.transactions import PrivateKey, make_contract_deploy
+
+        key = PrivateKey.from_hex(key_hex or os.environ.get("TRIBUTARY_STACKS_KEY") or STACKS_DEVNET_KEY)
+        network = os.environ.get("TRIBUTARY_STACKS_NETWORK") or "testnet"
+        sender = key.address(network)
+        deployed = []
+        for source in sorted((PROJECT_ROOT / "include" / "contracts").glob("*.clar")):
+            name = source.stem
+            if requests.get(f"{self.url}/v2/contracts/interface/{sender}/{name}", timeout=10).status_code == 200:
+                continue
+            nonce = int(requests.get(f"{self.url}/v2/accounts/{sender}?proof=0", timeout=10).json()["nonce"])
+            tx = make_contract_deploy(key, network, contract_name=name, source=source.read_text(encoding="utf-8"),
+                                      nonce=nonce, fee=10_000)
+            answer = requests.post(f"{self.url}/v2/transactions", data=tx.raw,
+                                   headers={"Content-Type": "application/octet-stream"}, timeout=30)
+            if answer.status_code != 200:
+                raise RuntimeError(f"stacks devnet: deploying {name} failed: {answer.status_code} {answer.text[:300]}")
+            deployed.append(f"{sender}.{name}")
+        return deployed
 
 
 def _port(requested: int | None, default: int, name: str) -> int:
@@ -259,12 +296,14 @@ class LocalDevnets:
     @classmethod
     def plan(cls, state_dir: Path, env: dict[str, str], bitcoin_port: int | None = None,
              stacks_port: int | None = None, evm_port: int | None = None,
-             did_ports: tuple[int, int] | None = None, dwn_ports: tuple[int, int] | None = None) -> LocalDevnets:
+             did_ports: tuple[int, int] | None = None, dwn_ports: tuple[int, int] | None = None,
+             bitcoin_block_interval: float = BITCOIN_BLOCK_INTERVAL) -> LocalDevnets:
         devnets = cls()
         if env.get("TRIBUTARY_BITCOIN_HOST"):
             devnets.external.append(f"bitcoin: {env['TRIBUTARY_BITCOIN_HOST']}")
         else:
-            devnets.bitcoin = BitcoinDevnet(state_dir / "bitcoin", _port(bitcoin_port, BITCOIN_DEFAULT_PORT, "bitcoin"))
+            devnets.bitcoin = BitcoinDevnet(state_dir / "bitcoin", _port(bitcoin_port, BITCOIN_DEFAULT_PORT, "bitcoin"),
+                                            bitcoin_block_interval)
         if env.get("TRIBUTARY_EVM_URL"):
             devnets.external.append(f"evm: {env['TRIBUTARY_EVM_URL']}")
         else:

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from tributary.cli.devnets import LocalDevnets
+from tributary.cli.devnets import BITCOIN_BLOCK_INTERVAL, LocalDevnets
 from tributary.cli.env import PROJECT_ROOT, USERS, LocalDeployment, user_password
 
 log = logging.getLogger("tributary.run")
@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bitcoin-port", type=int, default=None,
                         help="RPC port of the bitcoin regtest devnet (default 18443, or a free one if taken); "
                              "not started when TRIBUTARY_BITCOIN_HOST names a real node")
+    parser.add_argument("--bitcoin-block-interval", type=float, metavar="SECONDS",
+                        default=float(os.environ.get("TRIBUTARY_BITCOIN_BLOCK_INTERVAL", BITCOIN_BLOCK_INTERVAL)),
+                        help="the bitcoin devnet mines a block every SECONDS (default 10; 0: only when asked)")
     parser.add_argument("--evm-port", type=int, default=None,
                         help="RPC port of the anvil devnet (default 8545, or a free one if taken); "
                              "not started when TRIBUTARY_EVM_URL names a real node")
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     env = deployment.environ()
     devnets = LocalDevnets.plan(deployment.state_dir, env, args.bitcoin_port, args.stacks_port, args.evm_port,
                                 tuple(args.did_ports) if args.did_ports else None,
-                                tuple(args.dwn_ports) if args.dwn_ports else None)
+                                tuple(args.dwn_ports) if args.dwn_ports else None, args.bitcoin_block_interval)
     env.update(devnets.environ())
     env = prepare(deployment, args.settings, env)
     if args.prepare_only:
