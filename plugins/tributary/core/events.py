@@ -14,6 +14,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,11 +124,11 @@ class EventStore:
         self.conn_id = conn_id
         self.spool_path = (spool_dir or default_spool_dir()) / "error_events.jsonl"
 
-    def _connect(self) -> Any:
+    def _session(self) -> AbstractContextManager[Any]:
         # Imported here only to keep the Postgres provider out of DAG parsing (callbacks import us).
         from tributary.storage.warehouse import WarehouseHook
 
-        return WarehouseHook(self.conn_id).get_conn()
+        return WarehouseHook(self.conn_id).session()
 
     def record(self, event: OutcomeEvent) -> str:
         """Store the event (and any spooled ones); returns ``"stored"`` or ``"spooled"``. Never raises."""
@@ -142,14 +143,9 @@ class EventStore:
 
     def update_alert_status(self, event: OutcomeEvent) -> None:
         try:
-            conn = self._connect()
-            try:
-                with conn.cursor() as cur:
-                    cur.execute("UPDATE error_events SET alert_status = %s WHERE event_id = %s",
-                                (json.dumps(event.alert_status), event.event_id))
-                conn.commit()
-            finally:
-                conn.close()
+            with self._session() as conn, conn.cursor() as cur:
+                cur.execute("UPDATE error_events SET alert_status = %s WHERE event_id = %s",
+                            (json.dumps(event.alert_status), event.event_id))
         except Exception as exc:  # the event itself is already stored or spooled
             log.warning("could not record alert status of %s: %s", event.event_id, mask_text(str(exc)))
 
@@ -168,7 +164,6 @@ class EventStore:
                 "ON CONFLICT (event_id) DO NOTHING",
                 rows,
             )
-        conn.commit()
 
     def _drain(self, events: list[OutcomeEvent]) -> int:
         """Insert spooled events plus ``events`` and empty the spool, under one exclusive lock so a
@@ -177,16 +172,35 @@ class EventStore:
         with open(self.spool_path, "a+", encoding="utf-8") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             fh.seek(0)
-            pending = [OutcomeEvent(**json.loads(line)) for line in fh if line.strip()]
+            pending, unreadable = self._parse_spool(fh)
             batch = pending + events
             if batch:
-                conn = self._connect()
-                try:
+                with self._session() as conn:
                     self._insert(conn, batch)
-                finally:
-                    conn.close()
+            if unreadable:
+                with open(self.dead_letter_path, "a", encoding="utf-8") as out:
+                    out.writelines(unreadable)
             fh.truncate(0)
         return len(pending)
+
+    @property
+    def dead_letter_path(self) -> Path:
+        return self.spool_path.with_name("error_events.dead.jsonl")
+
+    def _parse_spool(self, lines: Iterable[str]) -> tuple[list[OutcomeEvent], list[str]]:
+        """The spooled events, and the lines that are not one (torn write, hand edit, older format):
+        those go to the dead-letter file once the rest is stored, so they never hold it back."""
+        events, dead = [], []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                events.append(OutcomeEvent(**json.loads(line)))
+            except (ValueError, TypeError) as exc:
+                log.warning("spooled error event on line %d of %s is unreadable (%s); moved to %s", number,
+                            self.spool_path, type(exc).__name__, self.dead_letter_path)
+                dead.append(line if line.endswith("\n") else line + "\n")
+        return events, dead
 
     def _spool(self, event: OutcomeEvent) -> None:
         self.spool_path.parent.mkdir(parents=True, exist_ok=True)
