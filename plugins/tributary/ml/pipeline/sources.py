@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tributary.core.errors import DataError, PermanentError, TransientError
+from tributary.core.errors import DataError, PermanentError, SecurityError, TransientError
 from tributary.ml import SYSTEM
 from tributary.ml.pipeline import lineage
 from tributary.ml.pipeline.assets import landing_dir
@@ -236,6 +236,15 @@ def package_file(package: str, resource: str) -> Path:
 
 
 # --------------------------------------------------------------------------- HTTP JSON API
+def origin(url: str) -> str:
+    """``scheme://host:port`` of a URL, with the scheme's default port made explicit."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
+
+
 def dig(document: Any, path: str) -> Any:
     """``a.b.0.c`` inside nested dicts/lists; ``""`` is the document itself; missing -> ``None``."""
     value = document
@@ -252,15 +261,20 @@ def dig(document: Any, path: str) -> Any:
 class HttpSource(Source):
     """A paginated JSON API. Idempotent GETs: transient failures are retried inside the task too."""
 
+    max_redirects = 5
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._allowed_origins: set[str] = set()
         self._url, self._headers, self._auth = self._endpoint()
+        self._allowed_origins.add(origin(self._url))
 
     def _endpoint(self) -> tuple[str, dict[str, str], Any]:
         headers = {"Accept": "application/json", **self.config.get("headers", {})}
         auth = None
         url = self.config.get("url", "")
         conn_id = self.config.get("conn_id")
+        self._allowed_origins.update(origin(o) for o in self.config.get("allowed_origins") or [])
         if conn_id:
             from airflow.sdk import BaseHook
 
@@ -272,6 +286,7 @@ class HttpSource(Source):
             url = url or base.rstrip("/") + "/" + self.config.get("endpoint", "").lstrip("/")
             extra = conn.extra_dejson or {}
             headers.update({str(k): str(v) for k, v in (extra.get("headers") or {}).items()})
+            self._allowed_origins.update(origin(o) for o in extra.get("allowed_origins") or [])
             if conn.login:
                 auth = (conn.login, conn.password or "")
             elif conn.password:
@@ -288,14 +303,33 @@ class HttpSource(Source):
     def inputs(self) -> list[lineage.LineageRef]:
         return [lineage.http_ref(self._url)]
 
+    def _check_origin(self, url: str, why: str) -> None:
+        """Our headers and credentials go only to the configured origin (scheme, host, port) or one the
+        Connection (extra ``allowed_origins``) or the spec allow-lists; a page link or a redirect
+        elsewhere is refused before anything is sent there."""
+        if origin(url) not in self._allowed_origins:
+            raise SecurityError(f"{why} points to {origin(url)}, which is not the configured origin "
+                                f"{origin(self._url)} nor in allowed_origins; nothing was sent there",
+                                system=SYSTEM, reason="http:foreign_origin")
+
     def _get(self, session: Any, url: str, params: Mapping[str, Any] | None) -> Any:
         from tributary.core.retry import call_with_retry
 
         def once() -> Any:
-            response = session.get(url, params=params, headers=self._headers, auth=self._auth,
-                                   timeout=float(self.config.get("timeout", 30)))
-            response.raise_for_status()
-            return response
+            target, query = url, params
+            for _ in range(self.max_redirects + 1):
+                self._check_origin(target, "the request" if target == url else "a redirect")
+                # Redirects are followed here, not by requests, so each hop is checked before it is sent.
+                response = session.get(target, params=query, headers=self._headers, auth=self._auth,
+                                       timeout=float(self.config.get("timeout", 30)), allow_redirects=False)
+                if not response.is_redirect:
+                    response.raise_for_status()
+                    return response
+                target, query = requests.compat.urljoin(target, response.headers["Location"]), None
+            raise PermanentError(f"GET {url}: more than {self.max_redirects} redirects", system=SYSTEM,
+                                 reason="http:redirects")
+
+        import requests
 
         return call_with_retry(once, what=f"GET {url}")
 
@@ -345,6 +379,7 @@ class HttpSource(Source):
                     if not following:
                         return
                     url, params = requests.compat.urljoin(response.url, following), None
+                    self._check_origin(url, "the next-page link")
         raise PermanentError(f"{self._url}: pagination did not end after {max_pages} pages (pagination.max_pages)",
                              system=SYSTEM, reason="pagination")
 
@@ -378,10 +413,12 @@ class SqlSource(Source):
         return lineage.sql_input_refs(self.conn_id, self.config["query"])
 
     def _read(self) -> Iterator[pa.RecordBatch]:
-        from tributary.storage.warehouse import connect
+        # A plain PostgresHook, not WarehouseHook: a source is only read, and may be a database that
+        # is not the warehouse (where applying our migrations would be wrong).
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
 
         query = self.config["query"]
-        conn = connect(self.conn_id)
+        conn = PostgresHook(postgres_conn_id=self.conn_id).get_conn()
         try:
             with conn.cursor(name="tributary_pipeline_source") as cursor:
                 cursor.itersize = self.batch_rows
