@@ -412,9 +412,9 @@ def prepare_mlflow() -> None:
 
 def checkpoint() -> None:
     """Flush dirty buffers so each timed load starts from the same server state (needs superuser)."""
-    from tributary.storage.warehouse import connect
+    from tributary.storage.warehouse import WarehouseHook
 
-    conn = connect()
+    conn = WarehouseHook().get_conn()
     try:
         conn.autocommit = True
         with conn.cursor() as cur:

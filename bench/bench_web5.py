@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         from tributary.dwn.hook import DwnHook
         from tributary.dwn.identity import DidKey
         from tributary.dwn.replication import replicate, snapshot
-        from tributary.storage.warehouse import connect, ensure_schema
+        from tributary.storage.warehouse import WarehouseHook
 
         key = DidKey.generate()
         for name, server in zip(("SOURCE", "TARGET", "PLAIN"), servers, strict=True):
@@ -171,8 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         plain_hook.send(configure)
         plain = plain_loop(servers[2].url, key.did, list(zip(written, payloads, strict=True)))
 
-        conn = connect()
-        ensure_schema(conn)
+        conn = WarehouseHook().get_conn()
         started = time.perf_counter()
         counts = replicate(source, target, conn, tenant=key.did, protocol=PROTOCOL, batch_size=100,
                            run_id="bench", workers=args.workers)

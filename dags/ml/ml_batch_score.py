@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag
 
 from tributary.core.defaults import default_args
+from tributary.ml import SYSTEM
 from tributary.ml.models.assets import champion_asset
 from tributary.ml.models.datasets import PIPELINE_SOURCE, SOURCE_PARAM_SCHEMA
 from tributary.ml.models.operators import BatchScoreOperator
@@ -44,7 +45,7 @@ MODEL_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$"
     tags=["ml", "mlflow", "scoring"],
     doc_md=__doc__,
     render_template_as_native_obj=True,
-    default_args=default_args("mlflow", retries=2, retry_delay=timedelta(seconds=20),
+    default_args=default_args(SYSTEM, retries=2, retry_delay=timedelta(seconds=20),
                               max_retry_delay=timedelta(minutes=5), execution_timeout=timedelta(minutes=30)),
     params={
         "model_name": Param("tributary_breast_cancer", type="string", pattern=MODEL_NAME_PATTERN),

@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, get_current_context, task
 
 from tributary.core.defaults import default_args
+from tributary.ml import SYSTEM
 from tributary.ml.models.assets import challenger_asset, champion_asset
 from tributary.ml.models.operators import (
     PromoteChallengerOperator,
@@ -53,7 +54,7 @@ MODEL_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$"
     tags=["ml", "mlflow", "deploy"],
     doc_md=__doc__,
     render_template_as_native_obj=True,
-    default_args=default_args("mlflow", retries=2, retry_delay=timedelta(seconds=15),
+    default_args=default_args(SYSTEM, retries=2, retry_delay=timedelta(seconds=15),
                               max_retry_delay=timedelta(minutes=2), execution_timeout=timedelta(minutes=15)),
     params={
         "model_name": Param("tributary_breast_cancer", type="string", pattern=MODEL_NAME_PATTERN),

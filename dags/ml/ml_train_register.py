@@ -39,6 +39,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, get_current_context, task
 
 from tributary.core.defaults import default_args
+from tributary.ml import SYSTEM
 from tributary.ml.models.assets import challenger_asset, champion_asset
 from tributary.ml.models.datasets import PIPELINE_SOURCE, SOURCE_PARAM_SCHEMA
 from tributary.ml.models.evaluation import METRICS
@@ -58,7 +59,7 @@ MODEL_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$"
     tags=["ml", "mlflow", "training"],
     doc_md=__doc__,
     render_template_as_native_obj=True,
-    default_args=default_args("mlflow", retries=2, retry_delay=timedelta(seconds=20),
+    default_args=default_args(SYSTEM, retries=2, retry_delay=timedelta(seconds=20),
                               max_retry_delay=timedelta(minutes=5), execution_timeout=timedelta(minutes=30)),
     params={
         "model_name": Param("tributary_breast_cancer", type="string", pattern=MODEL_NAME_PATTERN,

@@ -17,6 +17,7 @@ from airflow.sdk import Param, dag, task
 
 from tributary.core.defaults import default_args
 from tributary.core.failfast import classified
+from tributary.platform import SYSTEM
 
 
 @dag(
@@ -26,7 +27,7 @@ from tributary.core.failfast import classified
     catchup=False,
     tags=["platform", "errors", "drill"],
     doc_md=__doc__,
-    default_args=default_args("platform", retries=2, retry_delay=timedelta(seconds=2),
+    default_args=default_args(SYSTEM, retries=2, retry_delay=timedelta(seconds=2),
                               max_retry_delay=timedelta(seconds=10), execution_timeout=timedelta(minutes=2)),
     params={
         "error_class": Param("permanent", type="string", enum=["transient", "permanent", "data", "security"],
@@ -36,13 +37,13 @@ from tributary.core.failfast import classified
 )
 def platform_alert_drill():
     @task
-    @classified("platform")
+    @classified(SYSTEM)
     def raise_failure(params: dict | None = None) -> None:
         from tributary.core.errors import DataError, PermanentError, SecurityError, TransientError
 
         error = {"transient": TransientError, "permanent": PermanentError, "data": DataError,
                  "security": SecurityError}[params["error_class"]]
-        raise error(f"{params['message']} ({params['error_class']})", system="platform", reason="drill")
+        raise error(f"{params['message']} ({params['error_class']})", system=SYSTEM, reason="drill")
 
     raise_failure()
 

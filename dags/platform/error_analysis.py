@@ -20,6 +20,8 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from tributary.core.defaults import default_args
 from tributary.core.failfast import classified
+from tributary.platform import SYSTEM
+from tributary.storage import SYSTEM as WAREHOUSE_SYSTEM
 
 
 @dag(
@@ -30,7 +32,7 @@ from tributary.core.failfast import classified
     max_active_runs=1,
     tags=["platform", "errors"],
     doc_md=__doc__,
-    default_args=default_args("platform", retries=2, execution_timeout=timedelta(minutes=10),
+    default_args=default_args(SYSTEM, retries=2, execution_timeout=timedelta(minutes=10),
                               record_success=False),
     params={
         "day": Param(None, type=["null", "string"], format="date",
@@ -45,14 +47,14 @@ from tributary.core.failfast import classified
 )
 def error_analysis():
     @task
-    @classified("warehouse")
+    @classified(WAREHOUSE_SYSTEM)
     def flush_spooled_events() -> int:
         from tributary.core.events import EventStore
 
         return EventStore().flush_spool()
 
     @task
-    @classified("warehouse")
+    @classified(WAREHOUSE_SYSTEM)
     def analyze(params: dict | None = None) -> dict:
         from tributary.platform.reports import run_error_analysis
 

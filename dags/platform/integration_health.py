@@ -20,6 +20,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from tributary.core.defaults import default_args
 from tributary.core.failfast import classified, raise_classified
+from tributary.platform import SYSTEM
 
 
 @dag(
@@ -30,7 +31,7 @@ from tributary.core.failfast import classified, raise_classified
     max_active_runs=1,
     tags=["platform", "health"],
     doc_md=__doc__,
-    default_args=default_args("platform", retries=2, retry_delay=timedelta(seconds=5),
+    default_args=default_args(SYSTEM, retries=2, retry_delay=timedelta(seconds=5),
                               max_retry_delay=timedelta(seconds=30),
                               execution_timeout=timedelta(minutes=5)),
     params={
@@ -40,7 +41,7 @@ from tributary.core.failfast import classified, raise_classified
 )
 def integration_health():
     @task
-    @classified("airflow_api")
+    @classified(SYSTEM)
     def discover_connections(params: dict | None = None) -> list[dict[str, str]]:
         from tributary.platform.health import discover, restrict
 
@@ -57,7 +58,7 @@ def integration_health():
         return result
 
     @task(trigger_rule="all_done")
-    @classified("platform")
+    @classified(SYSTEM)
     def report() -> dict:
         from tributary.platform.health import publish_report, raise_if_unhealthy
 

@@ -31,6 +31,8 @@ from airflow.sdk import Param, dag, task
 from tributary.core.defaults import default_args
 from tributary.core.failfast import classified
 from tributary.core.params import conn_id_param
+from tributary.did import SYSTEM
+from tributary.dwn import SYSTEM as DWN_SYSTEM
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # = tributary.did.issuance.REQUEST_ID_PATTERN
 DID_PATTERN = r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$"
@@ -44,7 +46,7 @@ DID_PATTERN = r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$"
     max_active_runs=16,
     tags=["web5", "did", "vc", "dwn", "identity"],
     doc_md=__doc__,
-    default_args=default_args("did", retries=3, retry_delay=timedelta(seconds=5),
+    default_args=default_args(SYSTEM, retries=3, retry_delay=timedelta(seconds=5),
                               max_retry_delay=timedelta(minutes=2), execution_timeout=timedelta(minutes=5)),
     params={
         "request_id": Param(None, type=["null", "string"], pattern=REQUEST_ID_PATTERN,
@@ -69,7 +71,7 @@ DID_PATTERN = r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$"
 )
 def did_issuance():
     @task
-    @classified("did")
+    @classified(SYSTEM)
     def create_subject(params: dict | None = None) -> dict:
         from tributary.did.issuance import session
 
@@ -77,7 +79,7 @@ def did_issuance():
             return issuance.create_subject()
 
     @task
-    @classified("did")
+    @classified(SYSTEM)
     def resolve_issuer(subject: dict, params: dict | None = None) -> str:
         from tributary.did.issuance import session
 
@@ -85,7 +87,7 @@ def did_issuance():
             return issuance.ensure_issuer()
 
     @task
-    @classified("did")
+    @classified(SYSTEM)
     def publish_subject(issuer: str, params: dict | None = None) -> dict:
         from tributary.did.issuance import session
 
@@ -93,7 +95,7 @@ def did_issuance():
             return issuance.publish_subject()
 
     @task
-    @classified("did")
+    @classified(SYSTEM)
     def issue_credential(subject: dict, params: dict | None = None) -> str | None:
         from tributary.did.issuance import session
 
@@ -101,7 +103,7 @@ def did_issuance():
             return issuance.issue_credential()
 
     @task
-    @classified("dwn")
+    @classified(DWN_SYSTEM)
     def store_in_dwn(token: str | None, params: dict | None = None) -> dict:
         from tributary.did.issuance import session
 
@@ -109,7 +111,7 @@ def did_issuance():
             return issuance.store_in_dwn(token)
 
     @task
-    @classified("did")
+    @classified(SYSTEM)
     def record_request(records: dict, params: dict | None = None) -> dict:
         from tributary.did.issuance import session
 

@@ -27,6 +27,8 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from tributary.core.defaults import default_args
 from tributary.core.failfast import classified
+from tributary.core.params import conn_id_param
+from tributary.dwn import SYSTEM
 
 
 @dag(
@@ -37,13 +39,13 @@ from tributary.core.failfast import classified
     max_active_runs=1,  # one writer per checkpoint
     tags=["web5", "dwn", "replication"],
     doc_md=__doc__,
-    default_args=default_args("dwn", retries=3, retry_delay=timedelta(seconds=10),
+    default_args=default_args(SYSTEM, retries=3, retry_delay=timedelta(seconds=10),
                               max_retry_delay=timedelta(minutes=5), execution_timeout=timedelta(minutes=30)),
     params={
-        "source_conn_id": Param("tributary_dwn_source", type="string", minLength=1,
-                                description="tributary_dwn Connection of the DWN to copy from."),
-        "target_conn_id": Param("tributary_dwn_target", type="string", minLength=1,
-                                description="tributary_dwn Connection of the DWN to copy to."),
+        "source_conn_id": conn_id_param("tributary_dwn_source",
+                                        description="tributary_dwn Connection of the DWN to copy from."),
+        "target_conn_id": conn_id_param("tributary_dwn_target",
+                                        description="tributary_dwn Connection of the DWN to copy to."),
         "tenant": Param(None, type=["null", "string"], pattern=r"^did:[a-z0-9]+:.+$",
                         description="Tenant DID; both Connections must sign as it (default: theirs)."),
         "protocol": Param("https://tributary.example/protocols/notes", type="string", minLength=1,
@@ -58,14 +60,14 @@ from tributary.core.failfast import classified
 )
 def dwn_data_replication():
     @task
-    @classified("dwn")
+    @classified(SYSTEM)
     def check_peers(params: dict | None = None) -> dict:
         from tributary.dwn.replication import check_peers as run
 
         return run(params["source_conn_id"], params["target_conn_id"], params.get("tenant"))
 
     @task
-    @classified("dwn")
+    @classified(SYSTEM)
     def replicate(peers: dict, params: dict | None = None) -> dict:
         from tributary.dwn.replication import run_replication
 
@@ -74,7 +76,7 @@ def dwn_data_replication():
                                run_id=get_current_context()["run_id"])
 
     @task
-    @classified("dwn")
+    @classified(SYSTEM)
     def verify_convergence(counts: dict, params: dict | None = None) -> dict:
         from tributary.dwn.replication import verify_convergence as run
 

@@ -31,6 +31,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from tributary.core.defaults import default_args
 from tributary.core.failfast import classified
 from tributary.core.params import conn_id_param
+from tributary.did import SYSTEM
 
 JWT_PATTERN = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$"
 DID_PATTERN = r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$"
@@ -44,7 +45,7 @@ DID_PATTERN = r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$"
     max_active_runs=32,
     tags=["web5", "did", "vc", "identity"],
     doc_md=__doc__,
-    default_args=default_args("did", retries=3, retry_delay=timedelta(seconds=5),
+    default_args=default_args(SYSTEM, retries=3, retry_delay=timedelta(seconds=5),
                               max_retry_delay=timedelta(minutes=1), execution_timeout=timedelta(minutes=5)),
     params={
         "credential": Param(None, type=["null", "string"], pattern=JWT_PATTERN, maxLength=65536,
@@ -63,42 +64,30 @@ DID_PATTERN = r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$"
 )
 def identity_verification():
     @task
-    @classified("did")
+    @classified(SYSTEM)
     def verify_credential(params: dict | None = None) -> dict:
         from tributary.core.errors import PermanentError
-        from tributary.did.hook import DidHook
-        from tributary.did.resolver import ResolverConfig
-        from tributary.vc.verdict import check_credential, credential_digest
+        from tributary.vc.verdict import verify_presented
 
         token = (params or {}).get("credential")
         if not token:
-            raise PermanentError("param 'credential' (a VC-JWT) is required", system="did", reason="invalid_value")
-        try:
-            config = DidHook(params["conn_id"]).get_conn()
-        except Exception as exc:  # no Connection: did:key / did:jwk still resolve, did:web uses system CAs
-            if type(exc).__name__ != "AirflowNotFoundException":
-                raise
-            config = ResolverConfig()
-        verdict = check_credential(token, expected_subject=params.get("expected_subject"),
+            raise PermanentError("param 'credential' (a VC-JWT) is required", system=SYSTEM, reason="invalid_value")
+        verdict = verify_presented(token, did_conn_id=params["conn_id"],
+                                   expected_subject=params.get("expected_subject"),
                                    expected_issuer=params.get("expected_issuer"),
-                                   expected_type=params.get("expected_type"), config=config)
-        verdict["credential_sha256"] = credential_digest(token)
+                                   expected_type=params.get("expected_type"))
         print(f"verdict valid={verdict['valid']} reasons={verdict['reasons']} issuer={verdict['issuer']}")
         return verdict
 
     @task
-    @classified("did")
+    @classified(SYSTEM)
     def record_verdict(verdict: dict, params: dict | None = None) -> dict:
         from tributary.core.errors import SecurityError
-        from tributary.storage.warehouse import connect, ensure_schema
-        from tributary.vc.verdict import record_verdict as record
+        from tributary.vc.verdict import store_verdict
 
-        digest = verdict.pop("credential_sha256")
-        with connect() as conn:
-            ensure_schema(conn)
-            record(conn, get_current_context()["run_id"], digest, verdict)
+        verdict = store_verdict(get_current_context()["run_id"], verdict)
         if (params or {}).get("fail_on_invalid") and not verdict["valid"]:
-            raise SecurityError(f"credential rejected: {', '.join(verdict['reasons'])}", system="did",
+            raise SecurityError(f"credential rejected: {', '.join(verdict['reasons'])}", system=SYSTEM,
                                 reason="credential_rejected")
         return verdict
 

@@ -49,7 +49,7 @@ def did_conn(did_devnet: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dic
 
 @pytest.fixture
 def pg3(warehouse: Any) -> Iterator[Any]:
-    """A psycopg 3 connection (as ``warehouse.connect`` gives tasks), migrations applied."""
+    """A psycopg 3 connection (as ``WarehouseHook.get_conn`` gives tasks), migrations applied."""
     import psycopg
 
     from tributary.storage.warehouse import apply_migrations

@@ -472,16 +472,12 @@ def _dwn_timestamp(moment: datetime) -> str:
 
 @contextmanager
 def session(params: Mapping[str, Any]) -> Iterator[Issuance]:
-    """An :class:`Issuance` for a run's params, on a warehouse connection (schema applied) and the
-    ``tributary_did`` Connection's key store, resolver and web root; the connection is closed after."""
+    """An :class:`Issuance` for a run's params, on a warehouse session and the ``tributary_did``
+    Connection's key store, resolver and web root. Each step commits its own transaction."""
     from tributary.did.hook import DidHook
-    from tributary.storage.warehouse import connect, ensure_schema
+    from tributary.storage.warehouse import WarehouseHook
 
     request = IssuanceRequest.from_params(params)
     hook = DidHook(request.did_conn_id)
-    conn = connect()
-    try:
-        ensure_schema(conn)
+    with WarehouseHook().session() as conn:
         yield Issuance(request, conn, hook.keystore(conn), hook.get_conn(), WebRoot.from_extra(hook.extra))
-    finally:
-        conn.close()

@@ -346,16 +346,12 @@ def check_peers(source_conn_id: str, target_conn_id: str, tenant: str | None = N
 def run_replication(source_conn_id: str, target_conn_id: str, *, protocol: str, batch_size: int = 100,
                     max_batches: int | None = None, run_id: str = "manual") -> dict[str, Any]:
     from tributary.dwn.hook import DwnHook
-    from tributary.storage.warehouse import connect, ensure_schema
+    from tributary.storage.warehouse import WarehouseHook
 
     source, target = DwnHook(source_conn_id), DwnHook(target_conn_id)
-    conn = connect()
-    try:
-        ensure_schema(conn)
+    with WarehouseHook().session() as conn:
         counts = replicate(source, target, conn, tenant=source.tenant, protocol=protocol, batch_size=batch_size,
                            run_id=run_id, max_batches=max_batches)
-    finally:
-        conn.close()
     result = counts.as_dict()
     result.pop("rejected_cids")
     return {"tenant": source.tenant, "protocol": protocol, **result}

@@ -49,17 +49,13 @@ def record_task_metrics(context: Mapping[str, Any], metrics: Mapping[str, float 
                         tags: Mapping[str, Any] | None = None,
                         warehouse_conn_id: str = "tributary_warehouse") -> int:
     """``record_metrics`` for the running task, from its Airflow context."""
-    from tributary.storage.warehouse import connect, ensure_schema
+    from tributary.storage.warehouse import WarehouseHook
 
     ti = context["ti"]
-    conn = connect(warehouse_conn_id)
-    try:
-        ensure_schema(conn)
-        map_index = getattr(ti, "map_index", None)
+    map_index = getattr(ti, "map_index", None)
+    with WarehouseHook(warehouse_conn_id).session() as conn:
         return record_metrics(conn, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
                               map_index=-1 if map_index is None else map_index, metrics=metrics, tags=tags)
-    finally:
-        conn.close()
 
 
 def mirror_to_mlflow(context: Mapping[str, Any], metrics: Mapping[str, float | int],

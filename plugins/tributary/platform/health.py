@@ -137,31 +137,23 @@ def restrict(found: list[dict[str, str]], only: list[str]) -> list[dict[str, str
 
 def publish_report(run_id: str, results: list[Mapping[str, Any]],
                    warehouse_conn_id: str = "tributary_warehouse") -> dict[str, Any]:
-    """Log the table, store the rows (idempotent per run and Connection), return the summary.
-
-    """
+    """Log the table, store the rows (idempotent per run and Connection), return the summary."""
     import logging
 
-    from tributary.storage.warehouse import connect, ensure_schema
+    from tributary.storage.warehouse import WarehouseHook
 
     results = sorted((dict(r) for r in results if r), key=lambda r: r["conn_id"])
     logging.getLogger(__name__).info("integration health (%d connections):\n%s", len(results),
                                      render_table(results))
-    conn = connect(warehouse_conn_id)
-    try:
-        ensure_schema(conn)
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO integration_health (run_id, conn_id, conn_type, ok, error_class, message,"
-                " latency_ms) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, conn_id) DO UPDATE"
-                " SET ok = EXCLUDED.ok, error_class = EXCLUDED.error_class, message = EXCLUDED.message,"
-                " latency_ms = EXCLUDED.latency_ms, checked_at = now()",
-                [(run_id, r["conn_id"], r["conn_type"], r["ok"], r["error_class"], r["message"],
-                  r["latency_ms"]) for r in results],
-            )
-        conn.commit()
-    finally:
-        conn.close()
+    with WarehouseHook(warehouse_conn_id).session() as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO integration_health (run_id, conn_id, conn_type, ok, error_class, message,"
+            " latency_ms) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, conn_id) DO UPDATE"
+            " SET ok = EXCLUDED.ok, error_class = EXCLUDED.error_class, message = EXCLUDED.message,"
+            " latency_ms = EXCLUDED.latency_ms, checked_at = now()",
+            [(run_id, r["conn_id"], r["conn_type"], r["ok"], r["error_class"], r["message"],
+              r["latency_ms"]) for r in results],
+        )
     unhealthy = [r["conn_id"] for r in results if not r["ok"]]
     return {"total": len(results), "healthy": len(results) - len(unhealthy), "unhealthy": unhealthy,
             "results": results}

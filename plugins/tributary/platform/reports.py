@@ -33,16 +33,12 @@ def report_day(params: Mapping[str, Any], logical_date: datetime | None) -> date
 
 def run_error_analysis(params: Mapping[str, Any], logical_date: datetime | None,
                        warehouse_conn_id: str = "tributary_warehouse") -> dict[str, Any]:
-    from tributary.storage.warehouse import connect, ensure_schema
+    from tributary.storage.warehouse import WarehouseHook
 
     day = report_day(params, logical_date)
     window = int(params.get("window_days", 7))
-    conn = connect(warehouse_conn_id)
-    try:
-        ensure_schema(conn)
+    with WarehouseHook(warehouse_conn_id).session() as conn:
         rows = fetch_aggregates(conn, day, window)
-    finally:
-        conn.close()
     summary = write_report(rows, day, window, reports_dir() / "error_analysis",
                            factor=float(params.get("spike_factor", 2.0)),
                            min_count=int(params.get("min_failures", 3)))

@@ -23,7 +23,7 @@ from typing import Any
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
 from tributary.core.errors import PermanentError
-from tributary.storage import WAREHOUSE_CONN_ID
+from tributary.storage import SYSTEM, WAREHOUSE_CONN_ID
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def apply_migrations(conn: Any) -> list[str]:
             if name in done:
                 if done[name] != digest:
                     raise PermanentError(f"migration {name} changed after it was applied; add a new file",
-                                         system="warehouse", reason="migration_changed")
+                                         system=SYSTEM, reason="migration_changed")
                 continue
             log.info("applying warehouse migration %s", name)
             cur.execute(sql)

@@ -13,6 +13,7 @@ from typing import Any
 
 from tributary.core.errors import PermanentError, TributaryError, classify
 from tributary.did.resolver import ResolverConfig
+from tributary.storage import WAREHOUSE_CONN_ID
 from tributary.vc import SYSTEM
 from tributary.vc.credential import issuer_id, subject_id
 from tributary.vc.vcjwt import verify_vc
@@ -85,3 +86,34 @@ def record_verdict(conn: Any, run_id: str, digest: str, verdict: dict[str, Any])
             (run_id, digest, verdict["valid"], json.dumps(verdict["reasons"]), verdict.get("issuer"),
              verdict.get("subject"), json.dumps(verdict.get("types") or []), json.dumps(verdict.get("checked") or [])))
     conn.commit()
+
+
+def verify_presented(token: str, *, did_conn_id: str, expected_subject: str | None = None,
+                     expected_issuer: str | None = None, expected_type: str | None = None) -> dict[str, Any]:
+    """:func:`check_credential` with the resolver of the ``tributary_did`` Connection ``did_conn_id``,
+    plus the credential's SHA-256 as ``credential_sha256`` (the token itself is not returned)."""
+    from tributary.did.hook import DidHook
+
+    try:
+        config = DidHook(did_conn_id).get_conn()
+    except Exception as exc:  # no Connection: did:key / did:jwk still resolve, did:web uses system CAs
+        if type(exc).__name__ != "AirflowNotFoundException":
+            raise
+        config = ResolverConfig()
+    verdict = check_credential(token, expected_subject=expected_subject, expected_issuer=expected_issuer,
+                               expected_type=expected_type, config=config)
+    verdict["credential_sha256"] = credential_digest(token)
+    return verdict
+
+
+def store_verdict(run_id: str, verdict: dict[str, Any],
+                  warehouse_conn_id: str = WAREHOUSE_CONN_ID) -> dict[str, Any]:
+    """:func:`record_verdict` of a :func:`verify_presented` result in the warehouse; returns the verdict
+    without its digest."""
+    from tributary.storage.warehouse import WarehouseHook
+
+    verdict = dict(verdict)
+    digest = verdict.pop("credential_sha256")
+    with WarehouseHook(warehouse_conn_id).session() as conn:
+        record_verdict(conn, run_id, digest, verdict)
+    return verdict

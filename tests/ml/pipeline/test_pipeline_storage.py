@@ -20,7 +20,7 @@ from tributary.ml.pipeline.storage import (
     read_partition,
     replace_partition,
 )
-from tributary.storage.warehouse import connect
+from tributary.storage.warehouse import WarehouseHook
 
 
 def _processed(path: Path, spec: Any, ids: list[int], reading: float = 1.0) -> Path:
@@ -46,6 +46,7 @@ def _count(pg: Any, table: str, partition: str | None = None) -> int:
     return value
 
 
+@pytest.mark.unit
 def test_rerunning_a_date_replaces_the_parquet_partition(tmp_path: Path, load: Any, sensor_spec: Any) -> None:
     spec = load(sensor_spec())
     first = replace_partition(_processed(tmp_path / "a.parquet", spec, [1, 2, 3]), "sensors", "2026-03-01")
@@ -81,6 +82,7 @@ def _tables_like(pg: Any, prefix: str) -> list[str]:
     return names
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize("layout", ["partitioned", "plain"])
 def test_rerunning_a_date_replaces_table_rows_and_removes_vanished_ones(
         tmp_path: Path, load: Any, sensor_spec: Any, dataset_table: Any, pg: Any, layout: str) -> None:
@@ -88,7 +90,7 @@ def test_rerunning_a_date_replaces_table_rows_and_removes_vanished_ones(
     table = dataset_table(spec)
     if layout == "plain":
         _make_plain(pg, table)
-    conn = connect()
+    conn = WarehouseHook().get_conn()
     try:
         check_table(conn, spec.as_dict())
         first = load_table(conn, spec.as_dict(), _processed(tmp_path / "a.parquet", spec, [1, 2, 3]), "2026-03-01",
@@ -114,11 +116,12 @@ def test_rerunning_a_date_replaces_table_rows_and_removes_vanished_ones(
         assert _tables_like(pg, table) == [table, f"{table}_p20260301", f"{table}_p20260302"]
 
 
+@pytest.mark.postgres
 def test_a_failed_load_keeps_the_stored_partition(
         tmp_path: Path, load: Any, sensor_spec: Any, dataset_table: Any, pg: Any) -> None:
     spec = load(sensor_spec())
     table = dataset_table(spec)
-    conn = connect()
+    conn = WarehouseHook().get_conn()
     try:
         load_table(conn, spec.as_dict(), _processed(tmp_path / "a.parquet", spec, [1, 2, 3]), "2026-03-01", "run-1")
         with pytest.raises(Exception, match=r"duplicate key|unique"):  # two rows with one key: the PK build fails
@@ -129,12 +132,13 @@ def test_a_failed_load_keeps_the_stored_partition(
     assert _tables_like(pg, table) == [table, f"{table}_p20260301"]
 
 
+@pytest.mark.postgres
 def test_the_migration_partitions_a_plain_table_and_keeps_its_rows(
         tmp_path: Path, load: Any, sensor_spec: Any, dataset_table: Any, pg: Any) -> None:
     spec = load(sensor_spec())
     table = dataset_table(spec)
     _make_plain(pg, table)
-    conn = connect()
+    conn = WarehouseHook().get_conn()
     try:
         for day, ids in (("2026-03-01", [1, 2, 3]), ("2026-03-02", [4])):
             load_table(conn, spec.as_dict(), _processed(tmp_path / f"{day}.parquet", spec, ids), day, "run-1")
@@ -148,9 +152,10 @@ def test_the_migration_partitions_a_plain_table_and_keeps_its_rows(
     assert _count(pg, table, "2026-03-01") == 3 and _count(pg, table) == 4
 
 
+@pytest.mark.postgres
 def test_a_missing_table_is_a_permanent_error_with_the_ddl(load: Any, sensor_spec: Any, pg: Any) -> None:
     spec = load(sensor_spec("unmigrated"))
-    conn = connect()
+    conn = WarehouseHook().get_conn()
     try:
         with pytest.raises(PermanentError) as caught:
             check_table(conn, spec.as_dict())
@@ -161,6 +166,7 @@ def test_a_missing_table_is_a_permanent_error_with_the_ddl(load: Any, sensor_spe
     assert "CREATE TABLE IF NOT EXISTS ml_dataset_unmigrated" in message and "PRIMARY KEY (ds, record_key)" in message
 
 
+@pytest.mark.postgres
 def test_default_pipeline_tables_come_from_the_migration(pg: Any) -> None:
     specs, _ = load_specs()
     for spec in specs:

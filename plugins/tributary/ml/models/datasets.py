@@ -310,15 +310,20 @@ class PostgresSource(DatasetSource):
         query = f"SELECT * FROM {'.'.join(_quote_identifier(p) for p in self.table.split('.'))}{where}"
         return f"{query} ORDER BY {_quote_identifier(self.key)}", values
 
-    def partitions(self) -> list[str]:
-        from tributary.storage.warehouse import connect
+    def _connect(self) -> Any:
+        # A plain PostgresHook, not WarehouseHook: a source is only read, and may be a database that
+        # is not the warehouse (where applying our migrations would be wrong).
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
 
+        return PostgresHook(postgres_conn_id=self.conn_id).get_conn()
+
+    def partitions(self) -> list[str]:
         column = self.partition_column
         if not column:
             return []
         where, values = self._where(without=column)
         table = ".".join(_quote_identifier(p) for p in self.table.split("."))
-        conn = connect(self.conn_id)
+        conn = self._connect()
         try:
             with conn.cursor() as cur:
                 cur.execute(f"SELECT DISTINCT {_quote_identifier(column)} FROM {table}{where}", values)
@@ -341,9 +346,7 @@ class PostgresSource(DatasetSource):
     def iter_batches(self, batch_size: int) -> Iterator[pd.DataFrame]:
         import pandas as pd
 
-        from tributary.storage.warehouse import connect
-
-        conn = connect(self.conn_id)
+        conn = self._connect()
         try:
             query, values = self._query()
             with conn.cursor(name="tributary_dataset_source") as cur:  # server-side: bounded memory

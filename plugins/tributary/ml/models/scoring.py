@@ -114,16 +114,12 @@ def score_to_warehouse(
     warehouse_conn_id: str = "tributary_warehouse",
     batch_size: int = 10_000,
 ) -> ScoreResult:
-    from tributary.storage.warehouse import connect, ensure_schema
+    from tributary.storage.warehouse import WarehouseHook
 
-    conn = connect(warehouse_conn_id)
-    try:
-        ensure_schema(conn)
+    with WarehouseHook(warehouse_conn_id).session() as conn:
         written, replaced = write_predictions(
             conn, model_name=model_name, model_version=model_version, dataset=source.name, score_date=score_date,
             batches=predict_batches(model, source, batch_size), dag_id=dag_id, run_id=run_id)
-    finally:
-        conn.close()
     log.info("scored %d rows of %s with %s v%s for %s (replaced %d)", written, source.name, model_name,
              model_version, score_date, replaced)
     return ScoreResult(model_name, str(model_version), source.name, score_date.isoformat(), written, replaced)

@@ -87,7 +87,7 @@ def build_pipeline_dag(spec: PipelineSpec, *, register: bool = True) -> DAG:
         outlets.append(parquet_asset(spec.name))
     if spec.storage["postgres"]:
         outlets.append(table_asset(spec.table))
-    args = default_args("ml", owner=spec.owner, execution_timeout=timedelta(hours=2))
+    args = default_args(SYSTEM, owner=spec.owner, execution_timeout=timedelta(hours=2))
     with DAG(
         dag_id=spec.dag_id,
         description=spec.description.splitlines()[0][:200],
@@ -142,7 +142,7 @@ bins, KS), with charts.
 * **Params**: `partition_date` (YYYY-MM-DD); empty: the partitions of the triggering Asset events,
   or the latest stored partition.
 """,
-        default_args=default_args("ml", owner=spec.owner, execution_timeout=timedelta(hours=1)),
+        default_args=default_args(SYSTEM, owner=spec.owner, execution_timeout=timedelta(hours=1)),
         params={
             "partition_date": Param(None, type=["null", "string"], format="date",
                                     description="Partition to analyze, YYYY-MM-DD; empty: the newest stored."),

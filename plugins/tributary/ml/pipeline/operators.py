@@ -219,7 +219,7 @@ class ValidateOperator(PipelineStepOperator):
         from tributary.ml.pipeline.staging import require
         from tributary.ml.pipeline.validation import ValidationResult, validate_stage, write_report
         from tributary.storage.quarantine import quarantine
-        from tributary.storage.warehouse import connect, ensure_schema
+        from tributary.storage.warehouse import WarehouseHook
 
         manifest = dict(self.manifest)
         partition = self.metrics_partition = manifest["partition"]
@@ -232,10 +232,8 @@ class ValidateOperator(PipelineStepOperator):
         self.lineage_inputs = [self.stage_ref("raw")]
         self.lineage_outputs = [self.stage_ref("validated"), postgres_ref(self.warehouse_conn_id, "quarantine")]
 
-        conn = connect(self.warehouse_conn_id)
         result = ValidationResult()
-        try:
-            ensure_schema(conn)
+        with WarehouseHook(self.warehouse_conn_id).session() as conn:
             with conn.cursor() as cur:  # a re-run replaces what earlier runs of this partition set aside
                 cur.execute("DELETE FROM quarantine WHERE source = %s AND partition_key = %s", (source, partition))
             conn.commit()
@@ -257,8 +255,6 @@ class ValidateOperator(PipelineStepOperator):
                 self.metrics.update(rows_in=result.rows_in, rows_out=result.rows_out,
                                     rows_quarantined=result.rows_quarantined, dq_score=round(result.dq_score, 6),
                                     batches=result.batches)
-        finally:
-            conn.close()
         return {**manifest, "validated": str(validated), "rows": result.rows_out,
                 "rows_quarantined": result.rows_quarantined, "dq_score": result.dq_score,
                 "validation_report": result.report_html}
@@ -316,7 +312,7 @@ class StoreOperator(PipelineStepOperator):
         from tributary.ml.pipeline.lineage import file_ref, postgres_ref
         from tributary.ml.pipeline.staging import require
         from tributary.ml.pipeline.storage import check_table, load_table, replace_partition
-        from tributary.storage.warehouse import connect, ensure_schema
+        from tributary.storage.warehouse import WarehouseHook
 
         manifest = dict(self.manifest)
         partition = self.metrics_partition = manifest["partition"]
@@ -326,13 +322,9 @@ class StoreOperator(PipelineStepOperator):
         outcome: dict[str, Any] = {"pipeline": self.pipeline, "partition": partition}
         rows = manifest["rows"]
         if storage["postgres"]:
-            conn = connect(self.warehouse_conn_id)
-            try:
-                ensure_schema(conn)
+            with WarehouseHook(self.warehouse_conn_id).session() as conn:
                 check_table(conn, self.spec)
                 load = load_table(conn, self.spec, processed, partition, context["run_id"], progress=self.progress)
-            finally:
-                conn.close()
             self.lineage_outputs.append(postgres_ref(self.warehouse_conn_id, storage["table"]))
             self.metrics.update(inserted=load.inserted, updated=load.updated, deleted=load.deleted)
             outcome["table"] = {"name": storage["table"], **load.as_dict()}
