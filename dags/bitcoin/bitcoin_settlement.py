@@ -30,7 +30,9 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task, task_group
 
-from tributary.bitcoin.settlement import SETTLEMENT_ID_PATTERN, SettlementConfirmationOperator
+from tributary.bitcoin import SYSTEM
+from tributary.bitcoin.operators import SettlementConfirmationOperator
+from tributary.bitcoin.settlement import SETTLEMENT_ID_PATTERN
 from tributary.core.defaults import default_args
 from tributary.core.failfast import classified
 
@@ -49,7 +51,7 @@ AMOUNT = {"type": ["string", "number"], "pattern": r"^[0-9]{1,8}(\.[0-9]{1,8})?$
     tags=["bitcoin", "settlement", "payments"],
     doc_md=__doc__,
     render_template_as_native_obj=True,
-    default_args=default_args("bitcoin", retries=3, retry_delay=timedelta(seconds=15),
+    default_args=default_args(SYSTEM, retries=3, retry_delay=timedelta(seconds=15),
                               max_retry_delay=timedelta(minutes=5), execution_timeout=timedelta(minutes=10)),
     params={
         "settlement_id": Param(None, type=["null", "string"], pattern=SETTLEMENT_ID_PATTERN,
@@ -79,9 +81,9 @@ AMOUNT = {"type": ["string", "number"], "pattern": r"^[0-9]{1,8}(\.[0-9]{1,8})?$
 )
 def bitcoin_settlement():
     @task
-    @classified("bitcoin")
+    @classified(SYSTEM)
     def claim(params: dict | None = None) -> list[str]:
-        from tributary.bitcoin.settlement import Settings
+        from tributary.bitcoin.settlement import SettlementConfig
         from tributary.bitcoin.settlement import claim as claim_settlements
         from tributary.core.errors import classify
 
@@ -90,7 +92,7 @@ def bitcoin_settlement():
         if params.get("settlement_id"):
             ti.xcom_push(key="settlement_ids", value=[params["settlement_id"]])
         try:
-            ids, rejected = claim_settlements(params, run_id=context["run_id"], settings=Settings())
+            ids, rejected = claim_settlements(params, run_id=context["run_id"], config=SettlementConfig())
         except Exception as exc:  # tell `report`, which runs anyway, why nothing was settled
             ti.xcom_push(key="claim_error", value={"error_class": str(classify(exc).error_class),
                                                    "message": f"{type(exc).__name__}: {exc}"[:2000]})
@@ -102,12 +104,12 @@ def bitcoin_settlement():
     @task_group
     def settle(settlement_id: str):
         @task
-        @classified("bitcoin")
+        @classified(SYSTEM)
         def sign_and_broadcast(settlement_id: str) -> dict:
-            from tributary.bitcoin.settlement import Settings
+            from tributary.bitcoin.settlement import SettlementConfig
             from tributary.bitcoin.settlement import sign_and_broadcast as run
 
-            return run(settlement_id, run_id=get_current_context()["run_id"], settings=Settings())
+            return run(settlement_id, run_id=get_current_context()["run_id"], config=SettlementConfig())
 
         broadcast = sign_and_broadcast(settlement_id)
         wait = SettlementConfirmationOperator(task_id="wait_for_confirmations", settlement_id=settlement_id,
@@ -115,17 +117,14 @@ def bitcoin_settlement():
         broadcast >> wait
 
     @task(trigger_rule="all_done")
-    @classified("bitcoin")
+    @classified(SYSTEM)
     def report() -> list[dict]:
-        from tributary.bitcoin.settlement import Settings, run_outcome, summaries
+        from tributary.bitcoin.settlement import SettlementConfig, run_outcome, summaries
 
         ti = get_current_context()["ti"]
         rejected = ti.xcom_pull(task_ids="claim", key="rejected") or []
-        result = summaries(ti.xcom_pull(task_ids="claim", key="settlement_ids") or [], Settings())
+        result = summaries(ti.xcom_pull(task_ids="claim", key="settlement_ids") or [], SettlementConfig())
         ti.xcom_push(key="summary", value=result)  # readable over REST even when the run fails
-        for item in result:
-            print(f"{item['settlement_id']}: {item['status']} txid={item['txid']} "
-                  f"confirmations={item['confirmations']} fee={item['fee_sats']} replaced={item['replaced_txids']}")
         run_outcome(result, rejected, ti.xcom_pull(task_ids="claim", key="claim_error"))
         return result
 

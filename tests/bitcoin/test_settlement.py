@@ -128,20 +128,20 @@ def run_dag(dag: Any, **conf: Any) -> Any:
 
 
 def ledger(settlement_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    from tributary.bitcoin.settlement import events, load, warehouse
+    from tributary.bitcoin.ledger import SettlementLedger
 
-    with warehouse("tributary_warehouse") as db:
-        return load(db, settlement_id), events(db, settlement_id)
+    with SettlementLedger.session("tributary_warehouse") as book:
+        return book.load(settlement_id), book.events(settlement_id)
 
 
 def new_id(prefix: str = "s") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def settings():
-    from tributary.bitcoin.settlement import Settings
+def config():
+    from tributary.bitcoin.settlement import SettlementConfig
 
-    return Settings()
+    return SettlementConfig()
 
 
 def states(run: Any) -> dict[str, str]:
@@ -161,6 +161,7 @@ TEST_P2PKH = "mipcBbFg9gMiCh81Kj8tqqdgoZub1ZJRfn"
 REGTEST_TAPROOT = "bcrt1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqc8gma6"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("address, kind", [
     ("bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080", "p2wpkh"),
     ("BCRT1QW508D6QEJXTDG4Y5R3ZARVARY0C5XW7KYGT080", "p2wpkh"),
@@ -168,12 +169,13 @@ REGTEST_TAPROOT = "bcrt1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqc8g
     ("2MzQwSSnBHWHqSAqtTVQ6v47XtaisrJa1Vc", "p2sh"),
 ])
 def test_regtest_addresses_decode_to_their_script(address: str, kind: str) -> None:
+    from tributary.bitcoin.addresses import address_script
     from tributary.bitcoin.parse import script_type
-    from tributary.bitcoin.settlement import address_script
 
     assert script_type(address_script(address, "regtest")).startswith(kind[:4])
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("address, reason", [
     (MAIN_BECH32, "network 'main'"),
     (MAIN_P2PKH, "belongs to ['main']"),
@@ -183,20 +185,21 @@ def test_regtest_addresses_decode_to_their_script(address: str, kind: str) -> No
     ("", "empty"),
 ])
 def test_addresses_of_other_networks_or_garbage_are_rejected_with_the_reason(address: str, reason: str) -> None:
-    from tributary.bitcoin.settlement import address_script
+    from tributary.bitcoin.addresses import address_script
 
     with pytest.raises(ValueError, match=re.escape(reason)):
         address_script(address, "regtest")
 
 
+@pytest.mark.unit
 def test_taproot_needs_bech32m_and_is_accepted_on_its_network() -> None:
-    from tributary.bitcoin.parse import script_address
-    from tributary.bitcoin.settlement import address_script
+    from tributary.bitcoin.addresses import address_script, script_address
 
     script = address_script(REGTEST_TAPROOT, "regtest")
     assert script[:2] == b"\x51\x20" and script_address(script, "regtest") == REGTEST_TAPROOT
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("amount, sats", [("0.1", 10_000_000), (0.25, 25_000_000), (1, 100_000_000),
                                           ("0.00000294", 294), ("20999999.99999999", 2_099_999_999_999_999)])
 def test_amounts_are_exact_satoshis(amount: Any, sats: int) -> None:
@@ -205,6 +208,7 @@ def test_amounts_are_exact_satoshis(amount: Any, sats: int) -> None:
     assert parse_amount(amount) == sats
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("amount, reason", [("0", "not positive"), (0, "not positive"), ("-1", "not positive"),
                                             (-0.5, "not positive"), ("0.123456789", "more than 8 decimals"),
                                             (0.000000001, "more than 8 decimals"), ("21000000.00000001", "21,000,000"),
@@ -216,6 +220,7 @@ def test_bad_amounts_are_refused(amount: Any, reason: str) -> None:
         parse_amount(amount)
 
 
+@pytest.mark.unit
 def test_validate_payouts_reports_every_bad_payout_and_dust() -> None:
     from tributary.bitcoin.settlement import validate_payouts
 
@@ -231,6 +236,7 @@ def test_validate_payouts_reports_every_bad_payout_and_dust() -> None:
                          "regtest")
 
 
+@pytest.mark.unit
 def test_fingerprint_ignores_order_but_not_amounts() -> None:
     from tributary.bitcoin.settlement import fingerprint, validate_payouts
 
@@ -241,6 +247,7 @@ def test_fingerprint_ignores_order_but_not_amounts() -> None:
         validate_payouts([a, {**b, "amount_btc": "0.50000001"}], "regtest"))
 
 
+@pytest.mark.unit
 def test_fee_policy_is_one_of_conf_target_or_fee_rate() -> None:
     from tributary.bitcoin.settlement import FeePolicy
 
@@ -252,6 +259,7 @@ def test_fee_policy_is_one_of_conf_target_or_fee_rate() -> None:
         FeePolicy.from_json({"fee_rate": 0.5})
 
 
+@pytest.mark.unit
 def test_trigger_serializes_to_its_own_arguments() -> None:
     from tributary.bitcoin.triggers import TransactionConfirmedTrigger
 
@@ -264,7 +272,22 @@ def test_trigger_serializes_to_its_own_arguments() -> None:
     json.dumps(kwargs)
 
 
+@pytest.mark.unit
+def test_an_error_event_fails_the_wait_with_the_class_the_trigger_gave_it() -> None:
+    from tributary.bitcoin.operators import SettlementConfirmationOperator
+    from tributary.core.failfast import ClassifiedFailure
+
+    wait = SettlementConfirmationOperator(task_id="wait_for_confirmations", settlement_id="s-1")
+    event = {"status": "error", "error_class": "security", "reason": "jsonrpc:auth", "message": "bad credentials",
+             "txid": "aa" * 32}
+    with pytest.raises(ClassifiedFailure) as caught:
+        wait.execute_complete({"run_id": "manual"}, event)
+    assert caught.value.classification.error_class == "security"
+
+
 # --------------------------------------------------------------------------- end to end with dag.test
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_settlement_with_three_payouts_is_confirmed_end_to_end(devnet: Devnet, settlement_dag: Any) -> None:
     sid = new_id("e2e")
     payees = [devnet.payee() for _ in range(3)]
@@ -312,10 +335,12 @@ def test_settlement_with_three_payouts_is_confirmed_end_to_end(devnet: Devnet, s
     with pytest.raises(PermanentError, match="settlement id reused with different payouts"):
         from tributary.bitcoin.settlement import claim
 
-        claim({"settlement_id": sid, "payouts": payouts[:2]}, run_id="manual", settings=settings())
+        claim({"settlement_id": sid, "payouts": payouts[:2]}, run_id="manual", config=config())
     assert devnet.sends() == sends and ledger(sid)[0]["txid"] == row["txid"]
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_invalid_payouts_fail_the_run_before_anything_is_signed(devnet: Devnet, settlement_dag: Any) -> None:
     sid = new_id("bad")
     sends = devnet.sends()
@@ -329,6 +354,8 @@ def test_invalid_payouts_fail_the_run_before_anything_is_signed(devnet: Devnet, 
     assert devnet.sends() == sends
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 @pytest.mark.parametrize("payout", [
     {"address": "garbage", "amount_btc": "0.1"},
     {"address": MAIN_P2PKH, "amount_btc": "0.1"},
@@ -346,13 +373,15 @@ def test_bad_payouts_are_data_errors_and_nothing_is_signed(devnet: Devnet, payou
         payout = {**payout, "address": devnet.payee()}
     sid, sends = new_id("bad"), devnet.sends()
     with pytest.raises(DataError) as caught:
-        claim({"settlement_id": sid, "payouts": [payout]}, run_id="manual", settings=settings())
+        claim({"settlement_id": sid, "payouts": [payout]}, run_id="manual", config=config())
     assert classify(caught.value).error_class == "data"
     row, _ = ledger(sid)
     assert row["status"] == "failed" and row["raw_tx"] is None and row["txid"] is None
     assert devnet.sends() == sends
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_more_than_the_balance_is_a_permanent_insufficient_funds_failure(devnet: Devnet) -> None:
     from tributary.bitcoin.hook import BitcoinRpcError
     from tributary.bitcoin.settlement import claim, sign_and_broadcast
@@ -360,26 +389,30 @@ def test_more_than_the_balance_is_a_permanent_insufficient_funds_failure(devnet:
 
     sid, sends = new_id("rich"), devnet.sends()
     ids, _ = claim({"settlement_id": sid, "payouts": [{"address": devnet.payee(), "amount_btc": "20000000"}]},
-                   run_id="manual", settings=settings())
+                   run_id="manual", config=config())
     with pytest.raises(BitcoinRpcError) as caught:
-        sign_and_broadcast(ids[0], run_id="manual", settings=settings())
+        sign_and_broadcast(ids[0], run_id="manual", config=config())
     assert caught.value.code == -6 and classify(caught.value).error_class == "permanent"
     row, history = ledger(sid)
     assert row["status"] == "failed" and row["raw_tx"] is None and "Insufficient funds" in row["last_error"]
     assert history[-1]["event"] == "failed" and devnet.sends() == sends
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_fee_above_the_cap_fails_before_signing(devnet: Devnet) -> None:
     from tributary.bitcoin.settlement import claim, sign_and_broadcast
 
     sid = new_id("cap")
     claim({"settlement_id": sid, "payouts": [{"address": devnet.payee(), "amount_btc": "0.01"}],
-           "fee_policy": {"fee_rate": 50, "max_fee_sats": 500}}, run_id="manual", settings=settings())
+           "fee_policy": {"fee_rate": 50, "max_fee_sats": 500}}, run_id="manual", config=config())
     with pytest.raises(PermanentError, match="exceeds max_fee_sats"):
-        sign_and_broadcast(sid, run_id="manual", settings=settings())
+        sign_and_broadcast(sid, run_id="manual", config=config())
     assert ledger(sid)[0]["raw_tx"] is None
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_crash_after_broadcast_before_the_ledger_update_does_not_pay_twice(
         devnet: Devnet, settlement_dag: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from tributary.bitcoin import settlement
@@ -388,7 +421,7 @@ def test_a_crash_after_broadcast_before_the_ledger_update_does_not_pay_twice(
     sid, sends = new_id("crash"), devnet.sends()
     payouts = [{"address": devnet.payee(), "amount_btc": "0.3"}, {"address": devnet.payee(), "amount_btc": "0.4"}]
     settlement.claim({"settlement_id": sid, "payouts": payouts, "fee_policy": {"fee_rate": 2}},
-                     run_id="manual", settings=settings())
+                     run_id="manual", config=config())
     real_send = BitcoinCoreHook.send_raw_transaction
 
     def send_then_die(self: Any, raw_tx: str, *args: Any, **kwargs: Any) -> str:
@@ -397,7 +430,7 @@ def test_a_crash_after_broadcast_before_the_ledger_update_does_not_pay_twice(
 
     monkeypatch.setattr(BitcoinCoreHook, "send_raw_transaction", send_then_die)
     with pytest.raises(ConnectionError):
-        settlement.sign_and_broadcast(sid, run_id="try-1", settings=settings())
+        settlement.sign_and_broadcast(sid, run_id="try-1", config=config())
     row, _ = ledger(sid)
     assert row["status"] == "signed" and row["txid"] in devnet.rpc("getrawmempool", wallet="")
     assert devnet.sends() == sends + 1
@@ -413,6 +446,8 @@ def test_a_crash_after_broadcast_before_the_ledger_update_does_not_pay_twice(
     assert devnet.sends() == sends + 1
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_stuck_transaction_is_fee_bumped_and_the_replacement_confirms(devnet: Devnet, settlement_dag: Any) -> None:
     sid, sends = new_id("rbf"), devnet.sends()
     payee = devnet.payee()
@@ -439,6 +474,8 @@ def test_a_stuck_transaction_is_fee_bumped_and_the_replacement_confirms(devnet: 
     assert row["fee_sats"] <= 20_000
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_reorg_sends_a_confirmed_settlement_back_to_broadcast_until_it_confirms_again(
         devnet: Devnet, settlement_dag: Any) -> None:
     sid = new_id("reorg")
@@ -455,7 +492,7 @@ def test_a_reorg_sends_a_confirmed_settlement_back_to_broadcast_until_it_confirm
 
     from tributary.bitcoin.settlement import sign_and_broadcast
 
-    back = sign_and_broadcast(sid, run_id="recheck", settings=settings())
+    back = sign_and_broadcast(sid, run_id="recheck", config=config())
     assert back["status"] == "broadcast" and back["txid"] == row["txid"]
     with mining(devnet):
         again = run_dag(settlement_dag, **{"settlement_id": sid, "poll_interval_seconds": 0.2})
@@ -468,6 +505,8 @@ def test_a_reorg_sends_a_confirmed_settlement_back_to_broadcast_until_it_confirm
     assert devnet.sends() == sends
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_the_trigger_reports_a_reorg_while_waiting_and_the_old_transaction_may_win(devnet: Devnet) -> None:
     """Reorg during the wait, RBF while unconfirmed, then the original block returns: the old txid wins."""
     from tributary.bitcoin.hook import BitcoinCoreHook
@@ -476,10 +515,10 @@ def test_the_trigger_reports_a_reorg_while_waiting_and_the_old_transaction_may_w
 
     sid = new_id("race")
     claim({"settlement_id": sid, "payouts": [{"address": devnet.payee(), "amount_btc": "0.05"}],
-           "confirmations": 3, "fee_policy": {"fee_rate": 2}}, run_id="manual", settings=settings())
-    first = sign_and_broadcast(sid, run_id="manual", settings=settings())
+           "confirmations": 3, "fee_policy": {"fee_rate": 2}}, run_id="manual", config=config())
+    first = sign_and_broadcast(sid, run_id="manual", config=config())
     hook = BitcoinCoreHook()
-    plan = confirmation_plan(sid, settings=settings())
+    plan = confirmation_plan(sid, config=config())
     trigger = TransactionConfirmedTrigger(plan["txids"], plan["confirmations"], wallet=plan["wallet"],
                                           poll_interval=0.1)
     assert trigger.poll(hook) is None  # in the mempool, no bump deadline
@@ -489,11 +528,11 @@ def test_the_trigger_reports_a_reorg_while_waiting_and_the_old_transaction_may_w
     devnet.rpc("invalidateblock", block, wallet="")
     event = trigger.poll(hook)
     assert event["status"] == "reorged" and event["orphaned_block"] == block
-    apply_event(sid, event, run_id="manual", settings=settings())
+    apply_event(sid, event, run_id="manual", config=config())
     assert ledger(sid)[0]["status"] == "broadcast"
 
     stuck = {"status": "stuck", "txid": first["txid"], "confirmations": 0}
-    plan = apply_event(sid, stuck, run_id="manual", settings=settings())
+    plan = apply_event(sid, stuck, run_id="manual", config=config())
     row, _ = ledger(sid)
     assert row["replaced_txids"] == [first["txid"]] and plan["txids"] == [row["txid"], first["txid"]]
 
@@ -501,24 +540,26 @@ def test_the_trigger_reports_a_reorg_while_waiting_and_the_old_transaction_may_w
     devnet.mine(2)
     event = TransactionConfirmedTrigger(plan["txids"], 3, wallet=plan["wallet"]).poll(hook)
     assert event["status"] == "confirmed" and event["txid"] == first["txid"]
-    done = apply_event(sid, event, run_id="manual", settings=settings())["done"]
+    done = apply_event(sid, event, run_id="manual", config=config())["done"]
     assert done["txid"] == first["txid"] and done["replaced_txids"] == [row["txid"]]
     assert done["status"] == "confirmed" and done["block_hash"] == block
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_pending_rows_from_other_systems_are_picked_up_and_bad_ones_quarantined(
         devnet: Devnet, settlement_dag: Any) -> None:
-    from tributary.bitcoin.settlement import warehouse
+    from tributary.bitcoin.ledger import SettlementLedger
 
     good, bad, payee = new_id("tbl"), new_id("tbl-bad"), devnet.payee()
-    with warehouse("tributary_warehouse") as db:
-        with db.cursor() as cur:
+    with SettlementLedger.session("tributary_warehouse") as book:
+        with book.conn.cursor() as cur:
             cur.execute("UPDATE btc_settlements SET status = 'failed' WHERE status = 'pending'")
             cur.execute("INSERT INTO btc_settlements (id, payouts, fee_policy) VALUES (%s, %s::jsonb, %s::jsonb),"
                         " (%s, %s::jsonb, '{}'::jsonb)",
                         (good, json.dumps([{"address": payee, "amount_btc": "0.015"}]), json.dumps({"fee_rate": 2}),
                          bad, json.dumps([{"address": MAIN_P2PKH, "amount_btc": "0.015"}])))
-        db.commit()
+        book.commit()
     with mining(devnet):
         run = run_dag(settlement_dag, **{"poll_interval_seconds": 0.2})
     assert run.state == "failed", states(run)  # the report fails on the quarantined row, after paying
@@ -529,6 +570,7 @@ def test_pending_rows_from_other_systems_are_picked_up_and_bad_ones_quarantined(
     assert bad_row["status"] == "failed" and "belongs to ['main']" in bad_row["last_error"]
 
 
+@pytest.mark.unit
 def test_outputs_that_differ_from_the_payouts_are_a_security_error() -> None:
     from bitcoin.core import CMutableTransaction, CMutableTxIn, CMutableTxOut, COutPoint, lx
 
@@ -544,6 +586,8 @@ def test_outputs_that_differ_from_the_payouts_are_a_security_error() -> None:
     assert check_outputs(tx.serialize().hex(), payouts)[1] == []
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_wallet_payment_the_ledger_lost_is_adopted_instead_of_paying_again(devnet: Devnet) -> None:
     """The wallet is checked too: a transaction paying exactly these payouts, claimed by no settlement."""
     from tributary.bitcoin.settlement import claim, sign_and_broadcast
@@ -552,8 +596,8 @@ def test_a_wallet_payment_the_ledger_lost_is_adopted_instead_of_paying_again(dev
     paid = devnet.rpc("sendtoaddress", payee, Decimal("0.0123"))  # e.g. a run whose ledger write was lost
     sid, sends = new_id("lost"), devnet.sends()
     claim({"settlement_id": sid, "payouts": [{"address": payee, "amount_btc": "0.0123"}]}, run_id="manual",
-          settings=settings())
-    result = sign_and_broadcast(sid, run_id="manual", settings=settings())
+          config=config())
+    result = sign_and_broadcast(sid, run_id="manual", config=config())
     assert result["txid"] == paid and result["status"] == "broadcast"
     assert [e["event"] for e in ledger(sid)[1]] == ["registered", "adopted_wallet_transaction", "broadcast"]
     assert devnet.sends() == sends
@@ -561,11 +605,13 @@ def test_a_wallet_payment_the_ledger_lost_is_adopted_instead_of_paying_again(dev
     # A second settlement with the same payouts is a new payment: that transaction belongs to `sid` now.
     other = new_id("lost")
     claim({"settlement_id": other, "payouts": [{"address": payee, "amount_btc": "0.0123"}]}, run_id="manual",
-          settings=settings())
-    assert sign_and_broadcast(other, run_id="manual", settings=settings())["txid"] != paid
+          config=config())
+    assert sign_and_broadcast(other, run_id="manual", config=config())["txid"] != paid
     assert devnet.sends() == sends + 1
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_signed_but_never_broadcast_settlement_goes_out_before_the_next_one_is_funded(
         devnet: Devnet, monkeypatch: pytest.MonkeyPatch) -> None:
     """Otherwise the wallet would fund the next settlement with the same coins and the two would conflict."""
@@ -575,7 +621,7 @@ def test_a_signed_but_never_broadcast_settlement_goes_out_before_the_next_one_is
     first, second = new_id("flush"), new_id("flush")
     for sid in (first, second):
         claim({"settlement_id": sid, "payouts": [{"address": devnet.payee(), "amount_btc": "0.02"}],
-               "fee_policy": {"fee_rate": 2}}, run_id="manual", settings=settings())
+               "fee_policy": {"fee_rate": 2}}, run_id="manual", config=config())
 
     def die(self: Any, raw_tx: str, *args: Any, **kwargs: Any) -> str:
         raise ConnectionError("worker lost before sendrawtransaction")
@@ -583,10 +629,10 @@ def test_a_signed_but_never_broadcast_settlement_goes_out_before_the_next_one_is
     with monkeypatch.context() as patch:
         patch.setattr(BitcoinCoreHook, "send_raw_transaction", die)
         with pytest.raises(ConnectionError):
-            sign_and_broadcast(first, run_id="try-1", settings=settings())
+            sign_and_broadcast(first, run_id="try-1", config=config())
     assert ledger(first)[0]["status"] == "signed"
 
-    done = sign_and_broadcast(second, run_id="other-run", settings=settings())
+    done = sign_and_broadcast(second, run_id="other-run", config=config())
     row, history = ledger(first)
     assert row["status"] == "broadcast" and history[-1]["dag_run_id"] == "other-run"
     mempool = devnet.rpc("getrawmempool", wallet="")
@@ -595,6 +641,8 @@ def test_a_signed_but_never_broadcast_settlement_goes_out_before_the_next_one_is
     assert not spent[0] & spent[1]
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_airflow_retrying_a_task_that_died_after_sendrawtransaction_pays_once(
         devnet: Devnet, settlement_dag: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The real retry path: the transient failure is retried by Airflow in the same run."""
@@ -628,6 +676,8 @@ def test_airflow_retrying_a_task_that_died_after_sendrawtransaction_pays_once(
     assert devnet.sends() == sends + 1
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_signed_transaction_whose_coins_were_spent_elsewhere_fails_without_paying(
         devnet: Devnet, monkeypatch: pytest.MonkeyPatch) -> None:
     from tributary.bitcoin.hook import BitcoinCoreHook
@@ -635,7 +685,7 @@ def test_a_signed_transaction_whose_coins_were_spent_elsewhere_fails_without_pay
 
     sid = new_id("spent")
     claim({"settlement_id": sid, "payouts": [{"address": devnet.payee(), "amount_btc": "0.03"}],
-           "fee_policy": {"fee_rate": 2}}, run_id="manual", settings=settings())
+           "fee_policy": {"fee_rate": 2}}, run_id="manual", config=config())
 
     def die(self: Any, raw_tx: str, *args: Any, **kwargs: Any) -> str:
         raise ConnectionError("worker lost before sendrawtransaction")
@@ -643,7 +693,7 @@ def test_a_signed_transaction_whose_coins_were_spent_elsewhere_fails_without_pay
     with monkeypatch.context() as patch:
         patch.setattr(BitcoinCoreHook, "send_raw_transaction", die)
         with pytest.raises(ConnectionError):
-            sign_and_broadcast(sid, run_id="try-1", settings=settings())
+            sign_and_broadcast(sid, run_id="try-1", config=config())
     row, _ = ledger(sid)
     inputs = {(i["txid"], i["vout"]) for i in devnet.rpc("decoderawtransaction", row["raw_tx"], wallet="")["vin"]}
     # Someone spends the same coins from the wallet by hand, and it is mined.
@@ -652,7 +702,7 @@ def test_a_signed_transaction_whose_coins_were_spent_elsewhere_fails_without_pay
     devnet.mine(1)
     sends = devnet.sends()
     with pytest.raises(PermanentError, match="spent elsewhere"):
-        sign_and_broadcast(sid, run_id="try-2", settings=settings())
+        sign_and_broadcast(sid, run_id="try-2", config=config())
     row, history = ledger(sid)
     assert row["status"] == "failed" and history[-1]["event"] == "failed"
     assert devnet.sends() == sends

@@ -1,54 +1,75 @@
 """Bitcoin settlements: pay a list of payouts with ONE wallet transaction, exactly once.
 
-Three layers, top to bottom:
+The settlement domain, in the order a run meets it:
 
-* **validation** (pure): addresses are decoded locally against the node's chain (base58check version
-  bytes, bech32 / bech32m with the network's HRP, BIP173/BIP350 rules), amounts are exact decimals
-  (positive, at most 8 decimals, not dust for the output's script, at most 21M BTC). A bad payout is
-  a :class:`DataError` naming every reason, raised before anything is funded or signed.
-* **ledger** (SQL on ``btc_settlements`` / ``btc_settlement_events``, include/sql/bitcoin/003): one
-  row per settlement id, bound to the fingerprint of its payouts; every step appends an event.
-* **workflow** (hook + ledger), each step safe to run twice:
-  ``claim`` -> ``sign_and_broadcast`` (walletcreatefundedpsbt -> walletprocesspsbt -> finalizepsbt,
-  the signed tx stored *before* sendrawtransaction, so a retry re-broadcasts the same bytes) ->
-  ``confirmation_plan`` / ``apply_event`` (driven by ``triggers.TransactionConfirmedTrigger``:
-  confirmed, stuck -> RBF ``bumpfee``, replaced, reorged / dropped -> re-broadcast).
+* **validation** (pure): addresses are decoded against the node's chain by
+  :mod:`tributary.bitcoin.addresses`; amounts are exact decimals (positive, at most 8 decimals, not
+  dust for the output's script, at most 21M BTC). A bad payout is a :class:`DataError` naming every
+  reason, raised before anything is funded or signed.
+* **claim**: register a settlement id bound to the fingerprint of its payouts, or pick up pending
+  rows other systems inserted (:class:`~tributary.bitcoin.ledger.SettlementLedger` holds the SQL).
+* **sign and broadcast**: ``walletcreatefundedpsbt`` -> ``walletprocesspsbt`` -> ``finalizepsbt``,
+  the signed transaction committed to the ledger *before* ``sendrawtransaction``, so a retry
+  re-broadcasts the same bytes.
+* **confirmation**: :func:`confirmation_plan` says what to watch, :func:`apply_event` acts on what
+  :class:`~tributary.bitcoin.triggers.TransactionConfirmedTrigger` saw (confirmed, stuck -> RBF
+  ``bumpfee``, replaced, reorged / dropped -> re-broadcast). The deferrable task that loops between
+  the two is :class:`~tributary.bitcoin.operators.SettlementConfirmationOperator`.
 
-:class:`SettlementConfirmationOperator` (bottom) is the deferrable task that loops plan -> trigger ->
-event until the settlement is confirmed, without holding a worker slot while it waits.
+Every step is safe to run twice.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
-import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from tributary.bitcoin import SYSTEM
+from tributary.bitcoin.addresses import address_script, script_address, witness_program
+from tributary.bitcoin.amounts import MAX_MONEY_SATS, SATS_PER_BTC
+from tributary.bitcoin.ledger import NOW, SettlementLedger
+from tributary.core.errors import DataError, ErrorClass, PermanentError, SecurityError, TransientError
+from tributary.core.triggers import Status
+from tributary.storage import WAREHOUSE_CONN_ID
 
-from tributary.core.errors import DataError, PermanentError, SecurityError, TransientError
+if TYPE_CHECKING:
+    from tributary.bitcoin.hook import BitcoinCoreHook
 
-SYSTEM = "bitcoin"
-SATS_PER_BTC = 100_000_000
-MAX_MONEY_SATS = 21_000_000 * SATS_PER_BTC
+log = logging.getLogger(__name__)
+
 DUST_RELAY_SAT_PER_KVB = 3000  # Core's -dustrelayfee default
 STATUSES = ("pending", "signed", "broadcast", "confirmed", "failed")
 SETTLEMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 DEFAULT_MAX_FEE_SATS = 100_000
-_BASE58_PREFIXES = {"main": (0, 5), "test": (111, 196), "testnet4": (111, 196), "signet": (111, 196),
-                    "regtest": (111, 196)}
-_BECH32_HRP = {"main": "bc", "test": "tb", "testnet4": "tb", "signet": "tb", "regtest": "bcrt"}
-_BECH32M_CONST = 0x2BC830A3
 # Reject texts meaning "these inputs are spent by another transaction" (Core's -25 / -26 messages).
 _CONFLICT_MARKERS = ("missingorspent", "missing inputs", "mempool-conflict", "insufficient fee", "replacement")
+
+
+# =========================================================================== where it runs
+@dataclass(frozen=True)
+class SettlementConfig:
+    """The Connections a settlement uses: the node (and its wallet) and the warehouse."""
+
+    conn_id: str = "tributary_bitcoin"
+    warehouse_conn_id: str = WAREHOUSE_CONN_ID
+    wallet: str | None = None
+
+    def hook(self, wallet: str | None = None) -> BitcoinCoreHook:
+        """The node; calls go to ``wallet`` (a settlement's own), else this config's, else the Connection's."""
+        from tributary.bitcoin.hook import BitcoinCoreHook
+
+        return BitcoinCoreHook(self.conn_id, wallet=wallet or self.wallet)
+
+    def ledger(self) -> AbstractContextManager[SettlementLedger]:
+        return SettlementLedger.session(self.warehouse_conn_id)
 
 
 # =========================================================================== validation (pure)
@@ -137,72 +158,10 @@ def parse_amount(value: Any) -> int:
     return sats
 
 
-def _bech32_decode(address: str) -> tuple[str, list[int], str]:
-    from bitcoin.segwit_addr import CHARSET, bech32_hrp_expand, bech32_polymod
-
-    if address.lower() != address and address.upper() != address:
-        raise ValueError("mixed-case bech32")
-    address = address.lower()
-    pos = address.rfind("1")
-    if pos < 1 or pos + 7 > len(address) or len(address) > 90:
-        raise ValueError("not bech32")
-    hrp, data = address[:pos], [CHARSET.find(c) for c in address[pos + 1:]]
-    if -1 in data:
-        raise ValueError("invalid bech32 character")
-    const = bech32_polymod(bech32_hrp_expand(hrp) + data)
-    encoding = "bech32" if const == 1 else "bech32m" if const == _BECH32M_CONST else None
-    if encoding is None:
-        raise ValueError("bad bech32 checksum")
-    return hrp, data[:-6], encoding
-
-
-def address_script(address: str, network: str) -> bytes:
-    """The scriptPubKey an address pays to on ``network`` (Core chain name); ValueError with the reason."""
-    from bitcoin.base58 import Base58Error, CBase58Data
-    from bitcoin.segwit_addr import convertbits
-
-    if not isinstance(address, str) or not address or address != address.strip():
-        raise ValueError("address is empty or not a string")
-    hrp_expected = _BECH32_HRP[network]
-    lowered = address.lower()
-    known_hrps = {h: n for n, h in _BECH32_HRP.items()}
-    hrp_guess = lowered[:lowered.rfind("1")] if "1" in lowered else ""
-    if hrp_guess in known_hrps or lowered.startswith(hrp_expected + "1"):
-        hrp, data, encoding = _bech32_decode(address)
-        if hrp != hrp_expected:
-            raise ValueError(f"bech32 address of network {known_hrps.get(hrp, hrp)!r} (hrp {hrp!r}), "
-                             f"not {network} (hrp {hrp_expected!r})")
-        if not data:
-            raise ValueError("empty witness program")
-        version, program = data[0], convertbits(data[1:], 5, 8, False)
-        if program is None or version > 16 or not 2 <= len(program) <= 40:
-            raise ValueError("invalid witness program")
-        if version == 0 and len(program) not in (20, 32):
-            raise ValueError("invalid v0 witness program length")
-        if (version == 0) != (encoding == "bech32"):
-            raise ValueError(f"witness v{version} must use {'bech32' if version == 0 else 'bech32m'}")
-        return bytes([version + 0x50 if version else 0, len(program)]) + bytes(program)
-    try:
-        data = CBase58Data(address)
-    except (Base58Error, ValueError, IndexError) as exc:
-        raise ValueError(f"not a valid base58check or bech32 address ({type(exc).__name__})") from None
-    if len(data) != 20:
-        raise ValueError("base58 payload is not 20 bytes")
-    p2pkh, p2sh = _BASE58_PREFIXES[network]
-    if data.nVersion == p2pkh:
-        return b"\x76\xa9\x14" + bytes(data) + b"\x88\xac"
-    if data.nVersion == p2sh:
-        return b"\xa9\x14" + bytes(data) + b"\x87"
-    owners = [n for n, prefixes in _BASE58_PREFIXES.items() if data.nVersion in prefixes]
-    raise ValueError(f"base58 version {data.nVersion} belongs to {owners or 'no known network'}, not {network}")
-
-
 def dust_threshold(script_pubkey: bytes) -> int:
     """Core's GetDustThreshold at the default dust relay fee (294 sat for P2WPKH, 546 for P2PKH, ...)."""
     size = 8 + 1 + len(script_pubkey)
-    is_witness = len(script_pubkey) >= 4 and (script_pubkey[0] == 0 or 0x51 <= script_pubkey[0] <= 0x60) \
-        and script_pubkey[1] + 2 == len(script_pubkey)
-    size += 67 if is_witness else 148
+    size += 67 if witness_program(script_pubkey) is not None else 148  # a witness input spends it cheaper
     return size * DUST_RELAY_SAT_PER_KVB // 1000
 
 
@@ -224,7 +183,7 @@ def validate_payouts(payouts: Any, network: str) -> list[Payout]:
         except ValueError as exc:
             problems.append(f"payout {index}: invalid address {address!r} for {network}: {exc}")
             continue
-        canonical = address.lower() if address.lower().startswith(_BECH32_HRP[network] + "1") else address
+        canonical = script_address(script, network) or address  # bech32 in lower case
         try:
             sats = parse_amount(item.get("amount_btc"))
         except ValueError as exc:
@@ -282,84 +241,7 @@ def payouts_from_row(payouts: Any, network: str) -> list[Payout]:
     return validate_payouts(list(payouts), network)
 
 
-# =========================================================================== ledger (SQL)
-_COLUMNS = ("id", "status", "network", "wallet", "payouts", "payouts_sha256", "total_sats", "fee_policy",
-            "confirmations_required", "bump_after_minutes", "txid", "raw_tx", "replaced_txids", "fee_sats",
-            "confirmations", "block_hash", "block_height", "source", "dag_run_id", "last_error", "created_at",
-            "updated_at", "signed_at", "broadcast_at", "last_bump_at", "confirmed_at")
-
-
-def _row(values: Sequence[Any] | None) -> dict[str, Any] | None:
-    if values is None:
-        return None
-    row = dict(zip(_COLUMNS, values, strict=True))
-    for key in ("payouts", "fee_policy"):
-        if isinstance(row[key], str):
-            row[key] = json.loads(row[key])
-    row["replaced_txids"] = list(row["replaced_txids"] or [])
-    return row
-
-
-def load(db: Any, settlement_id: str, *, lock: bool = False) -> dict[str, Any] | None:
-    with db.cursor() as cur:
-        cur.execute(f"SELECT {', '.join(_COLUMNS)} FROM btc_settlements WHERE id = %s"
-                    + (" FOR UPDATE" if lock else ""), (settlement_id,))
-        return _row(cur.fetchone())
-
-
-def update(db: Any, settlement_id: str, **fields: Any) -> None:
-    if not fields:
-        return
-    assignments, values = [], []
-    for key, value in fields.items():
-        if key not in _COLUMNS:
-            raise KeyError(key)
-        if key in ("payouts", "fee_policy"):
-            assignments.append(f"{key} = %s::jsonb")
-            value = json.dumps(value)
-        elif value == "now()":
-            assignments.append(f"{key} = now()")
-            continue
-        else:
-            assignments.append(f"{key} = %s")
-        values.append(value)
-    with db.cursor() as cur:
-        cur.execute(f"UPDATE btc_settlements SET {', '.join(assignments)}, updated_at = now() WHERE id = %s",
-                    (*values, settlement_id))
-
-
-def record_event(db: Any, settlement_id: str, event: str, *, status: str | None = None, txid: str | None = None,
-                 run_id: str | None = None, **detail: Any) -> None:
-    with db.cursor() as cur:
-        cur.execute("INSERT INTO btc_settlement_events (settlement_id, event, status, txid, detail, dag_run_id)"
-                    " VALUES (%s, %s, %s, %s, %s::jsonb, %s)",
-                    (settlement_id, event, status, txid, json.dumps(detail, default=str), run_id))
-    print(f"settlement {settlement_id}: {event}" + (f" -> {status}" if status else "")
-          + (f" txid {txid}" if txid else "") + (f" {json.dumps(detail, default=str)}" if detail else ""))
-
-
-def events(db: Any, settlement_id: str) -> list[dict[str, Any]]:
-    with db.cursor() as cur:
-        cur.execute("SELECT event, status, txid, detail, dag_run_id, at FROM btc_settlement_events"
-                    " WHERE settlement_id = %s ORDER BY id", (settlement_id,))
-        return [dict(zip(("event", "status", "txid", "detail", "dag_run_id", "at"), r, strict=True))
-                for r in cur.fetchall()]
-
-
-def pending_ids(db: Any, limit: int) -> list[str]:
-    with db.cursor() as cur:
-        cur.execute("SELECT id FROM btc_settlements WHERE status = 'pending' ORDER BY created_at, id LIMIT %s",
-                    (limit,))
-        return [r[0] for r in cur.fetchall()]
-
-
-def known_txids(db: Any) -> set[str]:
-    with db.cursor() as cur:
-        cur.execute("SELECT txid FROM btc_settlements WHERE txid IS NOT NULL"
-                    " UNION SELECT unnest(replaced_txids) FROM btc_settlements")
-        return {r[0] for r in cur.fetchall()}
-
-
+# =========================================================================== reporting
 def summary(row: Mapping[str, Any]) -> dict[str, Any]:
     """What a run reports for a settlement (JSON-safe; XCom of the DAG's tasks)."""
     return {
@@ -371,10 +253,13 @@ def summary(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def summaries(ids: Sequence[str], settings: Settings) -> list[dict[str, Any]]:
-    """What the ledger says of each of a run's settlements (once each, in order)."""
-    with warehouse(settings.warehouse_conn_id) as db:
-        rows = [row for sid in dict.fromkeys(ids) if (row := load(db, sid)) is not None]
+def summaries(ids: Sequence[str], config: SettlementConfig) -> list[dict[str, Any]]:
+    """What the ledger says of each of a run's settlements (once each, in order; one log line each)."""
+    with config.ledger() as ledger:
+        rows = [row for sid in dict.fromkeys(ids) if (row := ledger.load(sid)) is not None]
+    for row in rows:
+        log.info("%s: %s txid=%s confirmations=%s fee=%s replaced=%s", row["id"], row["status"], row["txid"],
+                 row["confirmations"], row["fee_sats"], row["replaced_txids"])
     return [summary(row) for row in rows]
 
 
@@ -382,94 +267,32 @@ def run_outcome(result: Sequence[Mapping[str, Any]], rejected: Sequence[Mapping[
                 claim_error: Mapping[str, Any] | None) -> None:
     """Fail the run with the class that explains it, once its summaries are published."""
     if claim_error:  # the run settled nothing: fail it with the claim's class and reason
-        error = DataError if claim_error["error_class"] == "data" else PermanentError
-        raise error(f"claim failed: {claim_error['message']}", system="bitcoin", reason="claim_failed")
+        error = DataError if claim_error["error_class"] == ErrorClass.DATA else PermanentError
+        raise error(f"claim failed: {claim_error['message']}", system=SYSTEM, reason="claim_failed")
     if rejected:
-        raise DataError(f"{len(rejected)} settlement(s) rejected: {list(rejected)}", system="bitcoin",
+        raise DataError(f"{len(rejected)} settlement(s) rejected: {list(rejected)}", system=SYSTEM,
                         reason="invalid_payouts", quarantined=len(rejected))
     failed = [r for r in result if r["status"] != "confirmed"]
     if failed:
         raise PermanentError(f"{len(failed)} settlement(s) not confirmed: "
                              + ", ".join(f"{r['settlement_id']} ({r['status']}: {r['last_error']})" for r in failed),
-                             system="bitcoin", reason="settlement_failed")
-
-
-@contextmanager
-def warehouse(conn_id: str) -> Iterator[Any]:
-    from tributary.storage.warehouse import connect, ensure_schema
-
-    db = connect(conn_id)
-    try:
-        ensure_schema(db)
-        yield db
-    finally:
-        db.rollback()
-        db.close()
-
-
-@contextmanager
-def wallet_lock(db: Any, wallet: str | None) -> Iterator[None]:
-    """One funding+broadcast at a time per wallet: two settlements must never select the same coins."""
-    key = f"btc_settlement_wallet:{wallet or ''}"
-    with db.cursor() as cur:
-        cur.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
-    db.commit()
-    try:
-        yield
-    finally:
-        db.rollback()
-        with db.cursor() as cur:
-            cur.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
-        db.commit()
-
-
-def fail(db: Any, settlement_id: str, error: BaseException, run_id: str | None) -> None:
-    """Mark a settlement failed (only while nothing was broadcast) and record why."""
-    db.rollback()
-    row = load(db, settlement_id, lock=True)
-    if row is None or row["status"] != "pending" or row["raw_tx"]:
-        db.rollback()  # a signed transaction may be out there: such a row is never marked failed here
-        return
-    from tributary.core.errors import classify
-
-    message = f"[{classify(error).error_class}] {error}"[:2000]
-    update(db, settlement_id, status="failed", last_error=message, dag_run_id=run_id)
-    record_event(db, settlement_id, "failed", status="failed", txid=row["txid"], run_id=run_id,
-                 error=message, reason=classify(error).reason)
-    db.commit()
+                             system=SYSTEM, reason="settlement_failed")
 
 
 # =========================================================================== workflow (hook + ledger)
-@dataclass(frozen=True)
-class Settings:
-    conn_id: str = "tributary_bitcoin"
-    warehouse_conn_id: str = "tributary_warehouse"
-    wallet: str | None = None
-
-    def hook(self, wallet: str | None = None) -> Any:
-        """The node; calls go to ``wallet`` (a settlement's own), else this setting's, else the Connection's."""
-        from tributary.bitcoin.hook import BitcoinCoreHook
-
-        return BitcoinCoreHook(self.conn_id, wallet=wallet or self.wallet)
-
-
-def node_network(hook: Any) -> str:
-    return str(hook.check_chain()["chain"])
-
-
-def claim(params: Mapping[str, Any], *, run_id: str | None, settings: Settings) -> tuple[list[str], list[dict]]:
+def claim(params: Mapping[str, Any], *, run_id: str | None, config: SettlementConfig) -> tuple[list[str], list[dict]]:
     """Register or pick up the settlements of a run: (ids to settle, rejected [{settlement_id, error}]).
 
     With ``payouts``: one settlement ``settlement_id`` (registered, or matched against its ledger row).
     Without: that one id when given, else up to ``max_settlements`` pending rows of the table. A row
     whose payouts fail validation is marked failed (nothing signed) and returned in ``rejected``.
     """
-    hook = settings.hook()
-    network = node_network(hook)
+    hook = config.hook()
+    network = hook.chain_name()
     wallet = hook.wallet
     settlement_id = params.get("settlement_id") or None
     payouts = params.get("payouts") or []
-    with warehouse(settings.warehouse_conn_id) as db:
+    with config.ledger() as ledger:
         if payouts:
             if not settlement_id:
                 raise DataError("settlement_id is required with payouts", system=SYSTEM, reason="invalid_params")
@@ -477,21 +300,21 @@ def claim(params: Mapping[str, Any], *, run_id: str | None, settings: Settings) 
                 valid = validate_payouts(payouts, network)
                 policy = FeePolicy.from_json(params.get("fee_policy"))
             except DataError as exc:
-                _register_rejected(db, settlement_id, payouts, params, network, exc, run_id)
+                _register_rejected(ledger, settlement_id, payouts, params, network, exc, run_id)
                 raise
-            _register(db, settlement_id, valid, policy, params, network, wallet, run_id)
+            _register(ledger, settlement_id, valid, policy, params, network, wallet, run_id)
             return [settlement_id], []
-        ids = [settlement_id] if settlement_id else pending_ids(db, int(params.get("max_settlements") or 50))
+        ids = [settlement_id] if settlement_id else ledger.pending_ids(int(params.get("max_settlements") or 50))
         accepted, rejected = [], []
         for sid in ids:
-            row = load(db, sid, lock=True)
+            row = ledger.load(sid, lock=True)
             if row is None:
                 raise PermanentError(f"settlement {sid!r} does not exist and no payouts were given", system=SYSTEM,
                                      reason="unknown_settlement")
             if row["status"] != "pending" or row["payouts_sha256"]:
                 if settlement_id:
-                    record_event(db, sid, "retriggered", status=row["status"], txid=row["txid"], run_id=run_id)
-                db.commit()
+                    ledger.record_event(sid, "retriggered", status=row["status"], txid=row["txid"], run_id=run_id)
+                ledger.commit()
                 accepted.append(sid)
                 continue
             try:
@@ -501,44 +324,41 @@ def claim(params: Mapping[str, Any], *, run_id: str | None, settings: Settings) 
                     raise PermanentError(f"settlement is for {row['network']}, the node is on {network}",
                                          system=SYSTEM, reason="network_mismatch")
             except (DataError, PermanentError) as exc:
-                fail(db, sid, exc, run_id)
+                ledger.fail(sid, exc, run_id)
                 rejected.append({"settlement_id": sid, "error": str(exc)})
                 continue
-            update(db, sid, payouts=[p.to_json() for p in valid], payouts_sha256=fingerprint(valid),
-                   total_sats=sum(p.amount_sats for p in valid), fee_policy=policy.to_json(), network=network,
-                   wallet=row["wallet"] or wallet, dag_run_id=run_id)
-            record_event(db, sid, "validated", status="pending", run_id=run_id, payouts=len(valid))
-            db.commit()
+            ledger.update(sid, payouts=[p.to_json() for p in valid], payouts_sha256=fingerprint(valid),
+                          total_sats=sum(p.amount_sats for p in valid), fee_policy=policy.to_json(), network=network,
+                          wallet=row["wallet"] or wallet, dag_run_id=run_id)
+            ledger.record_event(sid, "validated", status="pending", run_id=run_id, payouts=len(valid))
+            ledger.commit()
             accepted.append(sid)
-        print(f"claimed {len(accepted)} settlement(s), rejected {len(rejected)}")
+        log.info("claimed %d settlement(s), rejected %d", len(accepted), len(rejected))
         return accepted, rejected
 
 
-def _register(db: Any, sid: str, valid: list[Payout], policy: FeePolicy, params: Mapping[str, Any], network: str,
-              wallet: str | None, run_id: str | None) -> None:
+def _register(ledger: SettlementLedger, sid: str, valid: list[Payout], policy: FeePolicy, params: Mapping[str, Any],
+              network: str, wallet: str | None, run_id: str | None) -> None:
     digest = fingerprint(valid)
-    with db.cursor() as cur:
-        cur.execute("INSERT INTO btc_settlements (id, status, network, wallet, payouts, payouts_sha256, total_sats,"
-                    " fee_policy, confirmations_required, bump_after_minutes, source, dag_run_id)"
-                    " VALUES (%s, 'pending', %s, %s, %s::jsonb, %s, %s, %s::jsonb, %s, %s, 'rest', %s)"
-                    " ON CONFLICT (id) DO NOTHING",
-                    (sid, network, wallet, json.dumps([p.to_json() for p in valid]), digest,
-                     sum(p.amount_sats for p in valid), json.dumps(policy.to_json()),
-                     int(params.get("confirmations") or 1), params.get("bump_after_minutes"), run_id))
-        inserted = cur.rowcount == 1
-    row = load(db, sid, lock=True)
+    inserted = ledger.insert(sid, status="pending", network=network, wallet=wallet,
+                             payouts=[p.to_json() for p in valid], payouts_sha256=digest,
+                             total_sats=sum(p.amount_sats for p in valid), fee_policy=policy.to_json(),
+                             confirmations_required=int(params.get("confirmations") or 1),
+                             bump_after_minutes=params.get("bump_after_minutes"), run_id=run_id)
+    row = ledger.load(sid, lock=True)
     assert row is not None
     if inserted:
-        record_event(db, sid, "registered", status="pending", run_id=run_id, payouts=len(valid),
-                     total_sats=row["total_sats"])
+        ledger.record_event(sid, "registered", status="pending", run_id=run_id, payouts=len(valid),
+                            total_sats=row["total_sats"])
     elif row["status"] == "failed" and not row["raw_tx"] and row["payouts_sha256"] != digest:
         # A rejected settlement never signed anything: it may be registered again with corrected payouts.
-        update(db, sid, status="pending", network=network, wallet=wallet,
-               payouts=[p.to_json() for p in valid], payouts_sha256=digest,
-               total_sats=sum(p.amount_sats for p in valid),
-               fee_policy=policy.to_json(), confirmations_required=int(params.get("confirmations") or 1),
-               bump_after_minutes=params.get("bump_after_minutes"), last_error=None, dag_run_id=run_id)
-        record_event(db, sid, "registered", status="pending", run_id=run_id, payouts=len(valid), retry_of_failed=True)
+        ledger.update(sid, status="pending", network=network, wallet=wallet,
+                      payouts=[p.to_json() for p in valid], payouts_sha256=digest,
+                      total_sats=sum(p.amount_sats for p in valid),
+                      fee_policy=policy.to_json(), confirmations_required=int(params.get("confirmations") or 1),
+                      bump_after_minutes=params.get("bump_after_minutes"), last_error=None, dag_run_id=run_id)
+        ledger.record_event(sid, "registered", status="pending", run_id=run_id, payouts=len(valid),
+                            retry_of_failed=True)
     else:
         stored = row["payouts_sha256"]
         if stored is None:  # inserted by another system and not validated yet
@@ -547,40 +367,33 @@ def _register(db: Any, sid: str, valid: list[Payout], policy: FeePolicy, params:
             except DataError:
                 stored = "invalid"
         if stored != digest:
-            db.rollback()
+            ledger.rollback()
             raise PermanentError(f"settlement id reused with different payouts: {sid!r} is already registered "
                                  f"(status {row['status']}) with other payouts", system=SYSTEM,
                                  reason="settlement_id_reused")
         if row["status"] == "failed" and not row["raw_tx"]:
-            update(db, sid, status="pending", last_error=None, dag_run_id=run_id)
-            record_event(db, sid, "registered", status="pending", run_id=run_id, retry_of_failed=True)
+            ledger.update(sid, status="pending", last_error=None, dag_run_id=run_id)
+            ledger.record_event(sid, "registered", status="pending", run_id=run_id, retry_of_failed=True)
         else:
             if row["payouts_sha256"] is None:
-                update(db, sid, payouts=[p.to_json() for p in valid], payouts_sha256=digest, network=network,
-                       wallet=wallet, total_sats=sum(p.amount_sats for p in valid))
-            record_event(db, sid, "retriggered", status=row["status"], txid=row["txid"], run_id=run_id)
-    db.commit()
+                ledger.update(sid, payouts=[p.to_json() for p in valid], payouts_sha256=digest, network=network,
+                              wallet=wallet, total_sats=sum(p.amount_sats for p in valid))
+            ledger.record_event(sid, "retriggered", status=row["status"], txid=row["txid"], run_id=run_id)
+    ledger.commit()
 
 
-def _register_rejected(db: Any, sid: str | None, payouts: Any, params: Mapping[str, Any], network: str,
+def _register_rejected(ledger: SettlementLedger, sid: str | None, payouts: Any, params: Mapping[str, Any], network: str,
                        error: DataError, run_id: str | None) -> None:
     if not sid:
         return
-    with db.cursor() as cur:
-        cur.execute("INSERT INTO btc_settlements (id, status, network, payouts, fee_policy, confirmations_required,"
-                    " source, dag_run_id, last_error)"
-                    " VALUES (%s, 'failed', %s, %s::jsonb, %s::jsonb, %s, 'rest', %s, %s)"
-                    " ON CONFLICT (id) DO NOTHING",
-                    (sid, network, json.dumps(payouts, default=str), json.dumps(params.get("fee_policy") or {},
-                                                                                default=str),
-                     int(params.get("confirmations") or 1), run_id, f"[data] {error}"[:2000]))
-        inserted = cur.rowcount == 1
-    if inserted:
-        record_event(db, sid, "rejected", status="failed", run_id=run_id, error=str(error))
-    db.commit()
+    if ledger.insert(sid, status="failed", network=network, payouts=payouts, fee_policy=params.get("fee_policy") or {},
+                     confirmations_required=int(params.get("confirmations") or 1), run_id=run_id,
+                     last_error=f"[{ErrorClass.DATA}] {error}"[:2000]):
+        ledger.record_event(sid, "rejected", status="failed", run_id=run_id, error=str(error))
+    ledger.commit()
 
 
-def _wallet_payment(hook: Any, payouts: Sequence[Payout], exclude: set[str]) -> dict[str, Any] | None:
+def _wallet_payment(hook: BitcoinCoreHook, payouts: Sequence[Payout], exclude: set[str]) -> dict[str, Any] | None:
     """A wallet transaction (not conflicted, not in the ledger) paying exactly these payouts, if any."""
     from tributary.bitcoin.hook import btc_to_sats
 
@@ -598,7 +411,8 @@ def _wallet_payment(hook: Any, payouts: Sequence[Payout], exclude: set[str]) -> 
     return None
 
 
-def _broadcast(hook: Any, db: Any, row: dict[str, Any], run_id: str | None) -> dict[str, Any]:
+def _broadcast(hook: BitcoinCoreHook, ledger: SettlementLedger, row: dict[str, Any],
+               run_id: str | None) -> dict[str, Any]:
     """Send the stored raw transaction (a no-op when the node already has it); the ledger says broadcast."""
     from tributary.bitcoin.hook import BitcoinRpcError
 
@@ -621,21 +435,23 @@ def _broadcast(hook: Any, db: Any, row: dict[str, Any], run_id: str | None) -> d
                                    "transaction of this settlement is on chain or in the mempool: its inputs were "
                                    "spent elsewhere; nothing of it can confirm (check the wallet before paying "
                                    "again under a new id)", system=SYSTEM, reason=exc.reason)
-            db.rollback()
-            update(db, sid, status="failed", last_error=f"[permanent] {error}"[:2000], dag_run_id=run_id)
-            record_event(db, sid, "failed", status="failed", txid=txid, run_id=run_id, error=str(error))
-            db.commit()
+            ledger.rollback()
+            ledger.update(sid, status="failed", last_error=f"[{ErrorClass.PERMANENT}] {error}"[:2000],
+                          dag_run_id=run_id)
+            ledger.record_event(sid, "failed", status="failed", txid=txid, run_id=run_id, error=str(error))
+            ledger.commit()
             raise error from exc
-        print(f"settlement {sid}: broadcast of {txid} refused ({exc.reject_reason}); a related transaction is known")
+        log.info("settlement %s: broadcast of %s refused (%s); a related transaction is known", sid, txid,
+                 exc.reject_reason)
     first = row["status"] == "signed"
     if first or row["status"] != "broadcast":
-        update(db, sid, status="broadcast", broadcast_at="now()" if first else row["broadcast_at"], dag_run_id=run_id)
-    record_event(db, sid, "broadcast" if first else "rebroadcast", status="broadcast", txid=txid, run_id=run_id)
-    db.commit()
-    return load(db, sid) or row
+        ledger.update(sid, status="broadcast", broadcast_at=NOW if first else row["broadcast_at"], dag_run_id=run_id)
+    ledger.record_event(sid, "broadcast" if first else "rebroadcast", status="broadcast", txid=txid, run_id=run_id)
+    ledger.commit()
+    return ledger.load(sid) or row
 
 
-def sign_and_broadcast(settlement_id: str, *, run_id: str | None, settings: Settings) -> dict[str, Any]:
+def sign_and_broadcast(settlement_id: str, *, run_id: str | None, config: SettlementConfig) -> dict[str, Any]:
     """Fund, sign and broadcast the settlement's one transaction — or find that it already was.
 
     Order of writes makes it safe to repeat at any point: the signed transaction and its txid are
@@ -644,13 +460,13 @@ def sign_and_broadcast(settlement_id: str, *, run_id: str | None, settings: Sett
     """
     from tributary.bitcoin.hook import BitcoinRpcError, btc_to_sats
 
-    with warehouse(settings.warehouse_conn_id) as db:
-        row = load(db, settlement_id)
+    with config.ledger() as ledger:
+        row = ledger.load(settlement_id)
         if row is None:
             raise PermanentError(f"unknown settlement {settlement_id!r}", system=SYSTEM, reason="unknown_settlement")
-        hook = settings.hook(row["wallet"])
-        with wallet_lock(db, hook.wallet):
-            row = load(db, settlement_id, lock=True)
+        hook = config.hook(row["wallet"])
+        with ledger.wallet_lock(hook.wallet):
+            row = ledger.load(settlement_id, lock=True)
             assert row is not None
             status = row["status"]
             if status == "failed":
@@ -659,44 +475,39 @@ def sign_and_broadcast(settlement_id: str, *, run_id: str | None, settings: Sett
             if status == "confirmed":
                 state = chain_state(hook, row)
                 if state["winner"] is not None:
-                    record_event(db, settlement_id, "already_settled", status="confirmed", txid=row["txid"],
-                                 run_id=run_id, confirmations=state["confirmations"])
-                    db.commit()
+                    ledger.record_event(settlement_id, "already_settled", status="confirmed", txid=row["txid"],
+                                        run_id=run_id, confirmations=state["confirmations"])
+                    ledger.commit()
                     return summary(row)
-                update(db, settlement_id, status="broadcast", confirmations=0, block_hash=None, block_height=None,
-                       confirmed_at=None, dag_run_id=run_id)
-                record_event(db, settlement_id, "reorged", status="broadcast", txid=row["txid"], run_id=run_id,
-                             orphaned_block=row["block_hash"])
-                db.commit()
-                row = load(db, settlement_id, lock=True)
-                assert row is not None
+                row = _unconfirm(ledger, row, Status.REORGED.value, txid=row["txid"], orphaned_block=row["block_hash"],
+                                 run_id=run_id)
             if status == "pending":
-                _flush_signed(hook, db, row["wallet"], settlement_id, run_id)
-                row = load(db, settlement_id, lock=True)
+                _flush_signed(hook, ledger, row["wallet"], settlement_id, run_id)
+                row = ledger.load(settlement_id, lock=True)
                 assert row is not None
                 payouts = payouts_from_row(row["payouts"], row["network"])
                 if row["payouts_sha256"] != fingerprint(payouts):
                     raise SecurityError(f"settlement {settlement_id}: stored payouts do not match their fingerprint",
                                         system=SYSTEM, reason="ledger_tampered")
-                found = _wallet_payment(hook, payouts, known_txids(db))
+                found = _wallet_payment(hook, payouts, ledger.known_txids())
                 if found is not None:
-                    update(db, settlement_id, status="signed", txid=found["txid"], raw_tx=found["hex"],
-                           fee_sats=-btc_to_sats(str(found.get("fee", 0))), signed_at="now()", dag_run_id=run_id)
-                    record_event(db, settlement_id, "adopted_wallet_transaction", status="signed", txid=found["txid"],
-                                 run_id=run_id)
+                    ledger.update(settlement_id, status="signed", txid=found["txid"], raw_tx=found["hex"],
+                                  fee_sats=-btc_to_sats(str(found.get("fee", 0))), signed_at=NOW, dag_run_id=run_id)
+                    ledger.record_event(settlement_id, "adopted_wallet_transaction", status="signed",
+                                        txid=found["txid"], run_id=run_id)
                 else:
                     policy = FeePolicy.from_json(row["fee_policy"])
                     outputs = [{p.address: Decimal(p.amount_btc)} for p in payouts]
                     try:
                         funded = hook.wallet_create_funded_psbt([], outputs, 0, policy.funding_options())
                     except BitcoinRpcError as exc:
-                        fail(db, settlement_id, exc, run_id)
+                        ledger.fail(settlement_id, exc, run_id)
                         raise
                     fee = btc_to_sats(str(funded["fee"]))
                     if fee > policy.max_fee_sats:
                         error = PermanentError(f"fee {fee} sat exceeds max_fee_sats {policy.max_fee_sats}; nothing "
                                                "was signed", system=SYSTEM, reason="fee_above_max")
-                        fail(db, settlement_id, error, run_id)
+                        ledger.fail(settlement_id, error, run_id)
                         raise error
                     processed = hook.wallet_process_psbt(funded["psbt"], True, "ALL", True, False)
                     final = hook.finalize_psbt(processed["psbt"], True)
@@ -705,52 +516,50 @@ def sign_and_broadcast(settlement_id: str, *, run_id: str | None, settings: Sett
                                              reason="psbt_incomplete")
                     txid, extra = check_outputs(final["hex"], payouts)
                     _check_change(hook, extra)
-                    update(db, settlement_id, status="signed", txid=txid, raw_tx=final["hex"], fee_sats=fee,
-                           signed_at="now()", dag_run_id=run_id, last_error=None)
-                    record_event(db, settlement_id, "signed", status="signed", txid=txid, run_id=run_id, fee_sats=fee,
-                                 fee_policy=policy.to_json())
-                db.commit()  # the signed transaction is durable before anything is broadcast
-                row = load(db, settlement_id, lock=True)
+                    ledger.update(settlement_id, status="signed", txid=txid, raw_tx=final["hex"], fee_sats=fee,
+                                  signed_at=NOW, dag_run_id=run_id, last_error=None)
+                    ledger.record_event(settlement_id, "signed", status="signed", txid=txid, run_id=run_id,
+                                        fee_sats=fee, fee_policy=policy.to_json())
+                ledger.commit()  # the signed transaction is durable before anything is broadcast
+                row = ledger.load(settlement_id, lock=True)
                 assert row is not None
-            result = _broadcast(hook, db, row, run_id)
+            result = _broadcast(hook, ledger, row, run_id)
             return summary(result)
 
 
-def _flush_signed(hook: Any, db: Any, wallet: str | None, current: str, run_id: str | None) -> None:
+def _flush_signed(hook: BitcoinCoreHook, ledger: SettlementLedger, wallet: str | None, current: str,
+                  run_id: str | None) -> None:
     """Broadcast other settlements' signed-but-never-broadcast transactions (a run died in between)
     before funding a new one: until they are in the mempool the wallet sees their coins as unspent and
     could fund this settlement with them, and the two transactions would then conflict."""
-    with db.cursor() as cur:
-        cur.execute("SELECT id FROM btc_settlements WHERE status = 'signed' AND wallet IS NOT DISTINCT FROM %s"
-                    " AND id <> %s ORDER BY signed_at", (wallet, current))
-        others = [r[0] for r in cur.fetchall()]
-    db.commit()
+    others = ledger.signed_ids(wallet, exclude=current)
+    ledger.commit()
     for other in others:
-        row = load(db, other, lock=True)
+        row = ledger.load(other, lock=True)
         if row is None or row["status"] != "signed":
-            db.rollback()
+            ledger.rollback()
             continue
         try:
-            _broadcast(hook, db, row, run_id)
+            _broadcast(hook, ledger, row, run_id)
         except Exception as exc:  # that settlement's own run reports it; this one goes on
-            db.rollback()
-            print(f"settlement {other}: broadcast of its signed transaction before funding {current} failed: {exc}")
+            ledger.rollback()
+            log.warning("settlement %s: broadcast of its signed transaction before funding %s failed: %s", other,
+                        current, exc)
 
 
-def _check_change(hook: Any, extra: Sequence[tuple[bytes, int]]) -> None:
-    from tributary.bitcoin.parse import script_address
-
+def _check_change(hook: BitcoinCoreHook, extra: Sequence[tuple[bytes, int]]) -> None:
+    """The only output besides the payouts must be change to an address of the wallet."""
     if len(extra) > 1:
         raise SecurityError(f"the funded transaction has {len(extra)} outputs besides the payouts", system=SYSTEM,
                             reason="outputs_mismatch")
     for script, _value in extra:
-        address = script_address(script, node_network(hook))
+        address = script_address(script, hook.chain_name())
         if address is None or not hook.call("getaddressinfo", address).get("ismine"):
             raise SecurityError(f"the extra output {address or script.hex()} is not the wallet's change",
                                 system=SYSTEM, reason="outputs_mismatch")
 
 
-def chain_state(hook: Any, row: Mapping[str, Any]) -> dict[str, Any]:
+def chain_state(hook: BitcoinCoreHook, row: Mapping[str, Any]) -> dict[str, Any]:
     """What the wallet knows of the settlement's transactions (current first, then replaced ones)."""
     from tributary.bitcoin.hook import BitcoinRpcError
 
@@ -773,10 +582,10 @@ def chain_state(hook: Any, row: Mapping[str, Any]) -> dict[str, Any]:
     return {"winner": winner, "confirmations": best, "replacement": replacement, "transactions": info}
 
 
-def confirmation_plan(settlement_id: str, *, settings: Settings) -> dict[str, Any]:
+def confirmation_plan(settlement_id: str, *, config: SettlementConfig) -> dict[str, Any]:
     """``{"done": summary}`` when settled, else what the trigger must watch: txids, depth, bump deadline."""
-    with warehouse(settings.warehouse_conn_id) as db:
-        row = load(db, settlement_id)
+    with config.ledger() as ledger:
+        row = ledger.load(settlement_id)
         if row is None:
             raise PermanentError(f"unknown settlement {settlement_id!r}", system=SYSTEM, reason="unknown_settlement")
         if row["status"] == "failed":
@@ -784,7 +593,7 @@ def confirmation_plan(settlement_id: str, *, settings: Settings) -> dict[str, An
                                  reason="settlement_failed")
         if row["status"] == "confirmed":
             return {"done": summary(row)}
-        if row["status"] not in ("broadcast",) or not row["txid"]:
+        if row["status"] != "broadcast" or not row["txid"]:
             raise TransientError(f"settlement {settlement_id} is {row['status']}, not broadcast yet", system=SYSTEM,
                                  reason="not_broadcast")
         bump_at = None
@@ -797,61 +606,79 @@ def confirmation_plan(settlement_id: str, *, settings: Settings) -> dict[str, An
                 "wallet": row["wallet"], "seen_blocks": {row["txid"]: row["block_hash"]} if row["block_hash"] else {}}
 
 
+_CHAIN_EVENTS = (Status.CONFIRMED, Status.STUCK, Status.REPLACED, Status.REORGED, Status.DROPPED)
+
+
 def apply_event(settlement_id: str, event: Mapping[str, Any], *, run_id: str | None,
-                settings: Settings) -> dict[str, Any]:
-    """Record what the trigger saw and act on it (bump, adopt a replacement, re-broadcast)."""
-    kind = event.get("status")
-    with warehouse(settings.warehouse_conn_id) as db:
-        row = load(db, settlement_id, lock=True)
+                config: SettlementConfig) -> dict[str, Any]:
+    """Record what the trigger saw and act on it (bump, adopt a replacement, re-broadcast); the next plan.
+
+    ``event`` is one of the chain events of ``TransactionConfirmedTrigger``; its error and timeout
+    events are the operator's to raise.
+    """
+    try:
+        kind = Status(event.get("status"))
+    except ValueError:
+        kind = None
+    if kind not in _CHAIN_EVENTS:
+        raise PermanentError(f"unexpected trigger event {dict(event)!r}", system=SYSTEM, reason="trigger_error")
+    with config.ledger() as ledger:
+        row = ledger.load(settlement_id, lock=True)
         if row is None:
             raise PermanentError(f"unknown settlement {settlement_id!r}", system=SYSTEM, reason="unknown_settlement")
-        hook = settings.hook(row["wallet"])
-        if kind == "error":
-            raise PermanentError(f"confirmation watch failed: {event.get('message')}", system=SYSTEM,
-                                 reason="trigger_error")
-        if kind == "confirmed":
-            _confirm(hook, db, row, event, run_id)
-        elif kind == "stuck":
-            _bump(hook, db, row, event, run_id)
-        elif kind == "replaced":
-            _adopt_replacement(hook, db, row, str(event["replaced_by"]), run_id, reason="replaced_outside")
-        elif kind in ("reorged", "dropped"):
-            if row["status"] == "confirmed" or row["block_hash"]:
-                update(db, settlement_id, status="broadcast", confirmations=0, block_hash=None, block_height=None,
-                       confirmed_at=None, dag_run_id=run_id)
-            record_event(db, settlement_id, kind, status="broadcast", txid=event.get("txid"), run_id=run_id,
-                         orphaned_block=event.get("orphaned_block"))
-            db.commit()
-            row = load(db, settlement_id, lock=True)
-            assert row is not None
-            if kind == "dropped" or event.get("in_mempool") is False:
-                _broadcast(hook, db, row, run_id)
-        else:
-            raise PermanentError(f"unexpected trigger event {dict(event)!r}", system=SYSTEM, reason="trigger_error")
-        db.commit()
-    return confirmation_plan(settlement_id, settings=settings)
+        hook = config.hook(row["wallet"])
+        match kind:
+            case Status.CONFIRMED:
+                _confirm(hook, ledger, row, event, run_id)
+            case Status.STUCK:
+                _bump(hook, ledger, row, event, run_id)
+            case Status.REPLACED:
+                _adopt_replacement(hook, ledger, row, str(event["replaced_by"]), run_id, reason="replaced_outside")
+            case Status.REORGED | Status.DROPPED:
+                row = _unconfirm(ledger, row, kind.value, txid=event.get("txid"),
+                                 orphaned_block=event.get("orphaned_block"), run_id=run_id)
+                if kind is Status.DROPPED or event.get("in_mempool") is False:
+                    _broadcast(hook, ledger, row, run_id)
+        ledger.commit()
+    return confirmation_plan(settlement_id, config=config)
 
 
-def _confirm(hook: Any, db: Any, row: dict[str, Any], event: Mapping[str, Any], run_id: str | None) -> None:
+def _unconfirm(ledger: SettlementLedger, row: dict[str, Any], event: str, *, txid: str | None,
+               orphaned_block: str | None, run_id: str | None) -> dict[str, Any]:
+    """Back to ``broadcast`` when the settlement's transaction left its block (or the mempool); committed."""
+    sid = row["id"]
+    if row["status"] == "confirmed" or row["block_hash"]:
+        ledger.update(sid, status="broadcast", confirmations=0, block_hash=None, block_height=None,
+                      confirmed_at=None, dag_run_id=run_id)
+    ledger.record_event(sid, event, status="broadcast", txid=txid, run_id=run_id, orphaned_block=orphaned_block)
+    ledger.commit()
+    row = ledger.load(sid, lock=True)
+    assert row is not None
+    return row
+
+
+def _confirm(hook: BitcoinCoreHook, ledger: SettlementLedger, row: dict[str, Any], event: Mapping[str, Any],
+             run_id: str | None) -> None:
     from tributary.bitcoin.hook import btc_to_sats
 
     sid, winner = row["id"], str(event["txid"])
     fields: dict[str, Any] = {"status": "confirmed", "confirmations": int(event["confirmations"]),
                               "block_hash": event.get("blockhash"), "block_height": event.get("blockheight"),
-                              "confirmed_at": "now()", "dag_run_id": run_id, "last_error": None}
+                              "confirmed_at": NOW, "dag_run_id": run_id, "last_error": None}
     if winner != row["txid"]:
         # An earlier transaction of this settlement won the race against its replacement.
         tx = hook.get_transaction(winner)
         check_outputs(tx["hex"], payouts_from_row(row["payouts"], row["network"]))
         fields.update(txid=winner, raw_tx=tx["hex"], fee_sats=-btc_to_sats(str(tx.get("fee", 0))),
                       replaced_txids=[t for t in [*row["replaced_txids"], row["txid"]] if t != winner])
-    update(db, sid, **fields)
-    record_event(db, sid, "confirmed", status="confirmed", txid=winner, run_id=run_id,
-                 confirmations=event["confirmations"], block_hash=event.get("blockhash"),
-                 block_height=event.get("blockheight"), replaced=winner != row["txid"])
+    ledger.update(sid, **fields)
+    ledger.record_event(sid, "confirmed", status="confirmed", txid=winner, run_id=run_id,
+                        confirmations=event["confirmations"], block_hash=event.get("blockhash"),
+                        block_height=event.get("blockheight"), replaced=winner != row["txid"])
 
 
-def _bump(hook: Any, db: Any, row: dict[str, Any], event: Mapping[str, Any], run_id: str | None) -> None:
+def _bump(hook: BitcoinCoreHook, ledger: SettlementLedger, row: dict[str, Any], event: Mapping[str, Any],
+          run_id: str | None) -> None:
     """Replace-by-fee a transaction still unconfirmed after bump_after_minutes, within max_fee_sats."""
     from tributary.bitcoin.hook import BitcoinRpcError, btc_to_sats
 
@@ -869,27 +696,27 @@ def _bump(hook: Any, db: Any, row: dict[str, Any], event: Mapping[str, Any], run
     old_rate = old_fee / vsize
     new_rate = math.ceil(max(old_rate * 1.25, old_rate + 1.0) * 100) / 100
     if math.ceil(new_rate * vsize) > policy.max_fee_sats:
-        update(db, sid, last_bump_at="now()")
-        record_event(db, sid, "bump_skipped", status="broadcast", txid=txid, run_id=run_id, old_fee_sats=old_fee,
-                     needed_fee_sats=math.ceil(new_rate * vsize), max_fee_sats=policy.max_fee_sats)
-        update(db, sid, bump_after_minutes=None)  # no further bump can stay within the cap
+        ledger.update(sid, last_bump_at=NOW)
+        ledger.record_event(sid, "bump_skipped", status="broadcast", txid=txid, run_id=run_id, old_fee_sats=old_fee,
+                            needed_fee_sats=math.ceil(new_rate * vsize), max_fee_sats=policy.max_fee_sats)
+        ledger.update(sid, bump_after_minutes=None)  # no further bump can stay within the cap
         return
     try:
         answer = hook.bump_fee(txid, {"fee_rate": Decimal(str(new_rate))})
     except BitcoinRpcError as exc:
         text = exc.rpc_message.lower()
         if "already bumped by transaction" in text:
-            _adopt_replacement(hook, db, row, exc.rpc_message.rsplit(" ", 1)[-1], run_id, reason="bumped_before")
+            _adopt_replacement(hook, ledger, row, exc.rpc_message.rsplit(" ", 1)[-1], run_id, reason="bumped_before")
             return
-        update(db, sid, last_bump_at="now()")
-        record_event(db, sid, "bump_failed", status="broadcast", txid=txid, run_id=run_id, error=exc.rpc_message)
+        ledger.update(sid, last_bump_at=NOW)
+        ledger.record_event(sid, "bump_failed", status="broadcast", txid=txid, run_id=run_id, error=exc.rpc_message)
         return
-    _adopt_replacement(hook, db, row, str(answer["txid"]), run_id, reason="bumped", old_fee_sats=old_fee,
+    _adopt_replacement(hook, ledger, row, str(answer["txid"]), run_id, reason="bumped", old_fee_sats=old_fee,
                        new_fee_sats=btc_to_sats(str(answer["fee"])), fee_rate=new_rate)
 
 
-def _adopt_replacement(hook: Any, db: Any, row: dict[str, Any], new_txid: str, run_id: str | None, *, reason: str,
-                       **detail: Any) -> None:
+def _adopt_replacement(hook: BitcoinCoreHook, ledger: SettlementLedger, row: dict[str, Any], new_txid: str,
+                       run_id: str | None, *, reason: str, **detail: Any) -> None:
     """Follow a replacement of the current transaction after checking it pays the same payouts."""
     from tributary.bitcoin.hook import btc_to_sats
 
@@ -899,74 +726,7 @@ def _adopt_replacement(hook: Any, db: Any, row: dict[str, Any], new_txid: str, r
     tx = hook.get_transaction(new_txid)
     _, extra = check_outputs(tx["hex"], payouts_from_row(row["payouts"], row["network"]))
     _check_change(hook, extra)
-    update(db, sid, txid=new_txid, raw_tx=tx["hex"], replaced_txids=[*row["replaced_txids"], old],
-           fee_sats=-btc_to_sats(str(tx.get("fee", 0))), last_bump_at="now()", dag_run_id=run_id)
-    record_event(db, sid, "bumped" if reason == "bumped" else "replaced", status="broadcast", txid=new_txid,
-                 run_id=run_id, old_txid=old, new_txid=new_txid, reason=reason, **detail)
-
-
-# =========================================================================== the deferrable task
-class SettlementConfirmationOperator(BaseOperator):
-    """Waits (deferred, no worker slot) until a settlement's transaction has N confirmations.
-
-    Each wake-up records the trigger's event in the ledger and acts on it (RBF after
-    ``bump_after_minutes``, adopt a replacement, re-broadcast after a reorg or a drop), then defers
-    again on the settlement's current set of txids. Returns the settlement's summary.
-    """
-
-    template_fields = ("settlement_id",)
-    ui_color = "#f7931a"
-
-    def __init__(self, *, settlement_id: str, conn_id: str = "tributary_bitcoin",
-                 warehouse_conn_id: str = "tributary_warehouse", poll_interval: float = 30.0,
-                 wait_timeout: timedelta = timedelta(days=2), **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.settlement_id = settlement_id
-        self.conn_id = conn_id
-        self.warehouse_conn_id = warehouse_conn_id
-        self.poll_interval = poll_interval
-        self.wait_timeout = wait_timeout
-
-    def _settings(self) -> Settings:
-        return Settings(self.conn_id, self.warehouse_conn_id)
-
-    def _poll_interval(self, context: Mapping[str, Any]) -> float:
-        params = context.get("params") or {}
-        return float(params.get("poll_interval_seconds") or self.poll_interval)
-
-    def execute(self, context: Any) -> dict[str, Any]:
-        from tributary.core.failfast import raise_classified
-
-        try:
-            plan = confirmation_plan(self.settlement_id, settings=self._settings())
-        except Exception as exc:
-            raise_classified(exc, SYSTEM)
-            raise
-        return self._wait(plan, context)
-
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        from tributary.core.failfast import raise_classified
-
-        print(f"settlement {self.settlement_id}: trigger event {event}")
-        try:
-            plan = apply_event(self.settlement_id, event or {}, run_id=context["run_id"], settings=self._settings())
-        except Exception as exc:
-            raise_classified(exc, SYSTEM)
-            raise
-        return self._wait(plan, context)
-
-    def _wait(self, plan: Mapping[str, Any], context: Any) -> dict[str, Any]:
-        from tributary.bitcoin.triggers import TransactionConfirmedTrigger
-
-        if "done" in plan:
-            print(f"settlement {self.settlement_id}: confirmed in {plan['done']['txid']} "
-                  f"({plan['done']['confirmations']} confirmations)")
-            return dict(plan["done"])
-        print(f"settlement {self.settlement_id}: waiting for {plan['confirmations']} confirmation(s) of "
-              f"{plan['txids']}" + (f", fee bump at {time.strftime('%H:%M:%S', time.gmtime(plan['bump_at']))} UTC"
-                                    if plan["bump_at"] else ""))
-        self.defer(trigger=TransactionConfirmedTrigger(
-            txids=list(plan["txids"]), confirmations=int(plan["confirmations"]), conn_id=self.conn_id,
-            wallet=plan.get("wallet"), poll_interval=self._poll_interval(context), bump_at=plan.get("bump_at"),
-            seen_blocks=dict(plan.get("seen_blocks") or {})),
-            method_name="execute_complete", timeout=self.wait_timeout)
+    ledger.update(sid, txid=new_txid, raw_tx=tx["hex"], replaced_txids=[*row["replaced_txids"], old],
+                  fee_sats=-btc_to_sats(str(tx.get("fee", 0))), last_bump_at=NOW, dag_run_id=run_id)
+    ledger.record_event(sid, "bumped" if reason == "bumped" else "replaced", status="broadcast", txid=new_txid,
+                        run_id=run_id, old_txid=old, new_txid=new_txid, reason=reason, **detail)
