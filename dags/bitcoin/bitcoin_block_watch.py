@@ -7,7 +7,7 @@ Waits for a new chain tip **without holding a worker slot**, then keeps per-bloc
 1. `wait_for_new_tip` (`WaitForNewTipOperator`): the last seen tip is `last_tip` when given, else
    the highest active block of `btc_block_stats`. When the node is already past it the task returns
    at once; otherwise it **defers** to `NewTipTrigger`, which polls `getbestblockhash` every
-   `poll_interval` seconds in the triggerer (transient RPC errors are retried there with backoff).
+   `poll_interval` seconds in the triggerer (transient RPC errors are polled again there).
    No new block within `wait_timeout` seconds: the task and the stats step are *skipped*.
 2. `compute_block_stats`: for every block from the last stored one up to the node's tip (at most
    `max_blocks`), `getblock` verbosity 2 -> tx count, size, weight, inputs/outputs, total fee,
@@ -33,14 +33,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 
-from tributary.bitcoin.watch import WaitForNewTipOperator
+from tributary.bitcoin import SYSTEM
+from tributary.bitcoin.assets import btc_block_stats_asset
+from tributary.bitcoin.operators import WaitForNewTipOperator
 from tributary.core.defaults import default_args
 from tributary.core.failfast import classified
 from tributary.core.params import conn_id_param
-
-BTC_BLOCK_STATS = Asset(name="btc_block_stats", uri="tributary://warehouse/public/btc_block_stats")
 
 
 @dag(
@@ -53,7 +53,7 @@ BTC_BLOCK_STATS = Asset(name="btc_block_stats", uri="tributary://warehouse/publi
     tags=["bitcoin", "blocks", "deferrable"],
     doc_md=__doc__,
     render_template_as_native_obj=True,
-    default_args=default_args("bitcoin", retries=3, retry_delay=timedelta(seconds=15),
+    default_args=default_args(SYSTEM, retries=3, retry_delay=timedelta(seconds=15),
                               max_retry_delay=timedelta(minutes=5), execution_timeout=timedelta(minutes=30)),
     params={
         "wait_timeout": Param(1800, type="integer", minimum=0, maximum=86_400,
@@ -82,23 +82,16 @@ def bitcoin_block_watch():
         timeout="{{ params.wait_timeout }}",
     )
 
-    @task(outlets=[BTC_BLOCK_STATS])
-    @classified("bitcoin")
+    @task(outlets=[btc_block_stats_asset()])
+    @classified(SYSTEM)
     def compute_block_stats(tip: dict, params: dict | None = None) -> dict:
         from dataclasses import asdict
 
-        from tributary.bitcoin.hook import BitcoinCoreHook
-        from tributary.bitcoin.mempool import chain_name
-        from tributary.bitcoin.watch import sync_block_stats
-        from tributary.storage.warehouse import connect, ensure_schema
+        from tributary.bitcoin.block_stats import update_block_stats
 
-        hook = BitcoinCoreHook(params["conn_id"])
-        chain = chain_name(hook, params["chain_label"])
-        print(f"new tip {tip['height']} {tip['hash']} (waited: {tip['waited']}); stats stored as {chain!r}")
-        with connect() as conn:
-            ensure_schema(conn)
-            report = sync_block_stats(hook, conn, chain=chain, max_blocks=params["max_blocks"],
-                                      max_reorg_depth=params["max_reorg_depth"])
+        print(f"new tip {tip['height']} {tip['hash']} (waited: {tip['waited']})")
+        report = update_block_stats(params["conn_id"], chain_label=params["chain_label"],
+                                    max_blocks=params["max_blocks"], max_reorg_depth=params["max_reorg_depth"])
         print(f"{len(report.computed)} block(s) computed, {len(report.orphaned)} orphaned,"
               f" tip {report.tip_height} {report.tip_hash}")
         return asdict(report)

@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, XComArg, dag, get_current_context, task
 
+from tributary.bitcoin import SYSTEM
 from tributary.bitcoin.assets import btc_blocks_asset
 from tributary.core.defaults import default_args
 from tributary.core.failfast import classified
@@ -54,7 +55,7 @@ NULLABLE_HEIGHT = {"type": ["null", "integer"], "minimum": 0}
     tags=["bitcoin", "chain", "sync"],
     doc_md=__doc__,
     render_template_as_native_obj=True,
-    default_args=default_args("bitcoin", retries=3, retry_delay=timedelta(seconds=15),
+    default_args=default_args(SYSTEM, retries=3, retry_delay=timedelta(seconds=15),
                               max_retry_delay=timedelta(minutes=5), execution_timeout=timedelta(hours=2)),
     params={
         "start_height": Param(None, **NULLABLE_HEIGHT,
@@ -82,106 +83,64 @@ NULLABLE_HEIGHT = {"type": ["null", "integer"], "minimum": 0}
 )
 def bitcoin_chain_sync():
     @task
-    @classified("bitcoin")
+    @classified(SYSTEM)
     def check_reorg(params: dict | None = None) -> dict:
         from airflow.sdk import Variable
 
         from tributary.bitcoin import sync
-        from tributary.bitcoin.hook import BitcoinCoreHook
-        from tributary.storage.warehouse import connect, ensure_schema
 
-        request = sync.SyncRequest.from_params(params)
-        node = sync.NodeState.read(BitcoinCoreHook(request.conn_id))
-        chain = request.chain_label or node.network
-        max_depth = sync.resolve_max_reorg_depth(request.max_reorg_depth, node.network,
-                                                 Variable.get(sync.MAX_REORG_DEPTH_VARIABLE, default=None))
-        print(f"node {request.conn_id}: chain {node.network}, tip {node.height} {node.best_hash};"
-              f" stored as {chain!r}; max reorg depth {max_depth}")
-        with connect() as conn:
-            ensure_schema(conn)
-            reorg = sync.check_reorg(conn, BitcoinCoreHook(request.conn_id), chain=chain, node=node,
-                                     max_depth=max_depth, conn_id=request.conn_id,
-                                     run_id=get_current_context()["run_id"])
-        return {"chain": chain, "node": {"network": node.network, "height": node.height, "best_hash": node.best_hash,
-                                         "initial_block_download": node.initial_block_download},
-                "reorg": reorg.as_dict() if reorg else None}
+        return sync.check_reorg_step(params, run_id=get_current_context()["run_id"],
+                                     max_reorg_depth_variable=Variable.get(sync.MAX_REORG_DEPTH_VARIABLE, default=None))
 
     @task
-    @classified("bitcoin")
+    @classified(SYSTEM)
     def plan_ranges(state: dict, params: dict | None = None) -> list[dict]:
         """The ranges to map ``sync_range`` over; the whole plan goes to the XCom key ``plan``."""
         from tributary.bitcoin import sync
-        from tributary.storage.warehouse import connect
 
-        request = sync.SyncRequest.from_params(params)
-        with connect() as conn:
-            plan = sync.plan(conn, chain=state["chain"], node=sync.NodeState(**state["node"]), request=request)
-        summary = {**plan.as_dict(), "reorg": state["reorg"], "max_tip_lag": request.max_tip_lag}
+        ranges, summary = sync.plan_step(state, params)
         get_current_context()["ti"].xcom_push(key="plan", value=summary)
-        return plan.ranges
+        return ranges
 
     # At most 4 ranges at once per run: parallel-safe, but one node serves them all.
     @task(map_index_template="{{ block_range['start'] }}..{{ block_range['stop'] }}", max_active_tis_per_dagrun=4)
-    @classified("bitcoin")
+    @classified(SYSTEM)
     def sync_range(block_range: dict) -> dict:
         from tributary.bitcoin import sync
-        from tributary.bitcoin.hook import BitcoinCoreHook
-        from tributary.storage.warehouse import connect
 
-        with connect() as conn:
-            return sync.sync_range(conn, BitcoinCoreHook(block_range["conn_id"]), **block_range).as_dict()
+        return sync.sync_range_step(block_range)
 
     @task(trigger_rule="none_failed")
-    @classified("bitcoin")
+    @classified(SYSTEM)
     def finalize(plan: dict) -> dict:
         from tributary.bitcoin import sync
-        from tributary.storage.warehouse import connect
 
-        with connect() as conn:
-            inputs, fees = sync.fill_missing_fees(conn, chain=plan["chain"])
-            checkpoint = sync.advance_checkpoint(conn, chain=plan["chain"], conn_id=plan["conn_id"])
-        return {"inputs_filled": inputs, "fees_filled": fees,
-                "checkpoint": {"height": checkpoint[0], "hash": checkpoint[1]} if checkpoint else None}
+        return sync.finalize_step(plan)
 
     @task
-    @classified("bitcoin")
+    @classified(SYSTEM)
     def verify_continuity(plan: dict) -> dict:
-        from dataclasses import asdict
-
         from tributary.bitcoin import sync
-        from tributary.storage.warehouse import connect
 
-        if plan["blocks"] == 0:
-            print("nothing was synced: no range to verify")
-            return {"ok": True, "start": plan["start"], "stop": plan["stop"]}
-        with connect() as conn:
-            report = sync.check_continuity(conn, chain=plan["chain"], start=plan["start"], stop=plan["stop"])
-        return {"ok": report.ok, **asdict(report)}
+        return sync.continuity_step(plan)
 
     @task
-    @classified("bitcoin")
+    @classified(SYSTEM)
     def verify_tip_lag(plan: dict, finalized: dict) -> dict:
         from tributary.bitcoin import sync
-        from tributary.bitcoin.hook import BitcoinCoreHook
 
-        node_height = BitcoinCoreHook(plan["conn_id"]).get_block_count()
-        synced = finalized["checkpoint"]["height"] if finalized["checkpoint"] else -1
-        lag = sync.check_tip_lag(node_height, synced, max_lag=plan["max_tip_lag"],
-                                 enforce=not (plan["explicit"] or plan["capped"]))
-        return {"node_height": node_height, "synced_height": synced, "lag": lag}
+        return sync.tip_lag_step(plan, finalized)
 
     @task(outlets=[btc_blocks_asset()])
-    @classified("bitcoin")
+    @classified(SYSTEM)
     def publish(plan: dict) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
         from tributary.bitcoin import sync
-        from tributary.storage.warehouse import connect
 
-        if plan["blocks"] == 0 and plan["reorg"] is None:
+        extra = sync.publish_step(plan)
+        if extra is None:
             raise AirflowSkipException("no new blocks and no reorg: no btc_blocks event")
-        with connect() as conn:
-            extra = sync.blocks_event_extra(conn, plan)
         get_current_context()["outlet_events"][btc_blocks_asset()].extra = extra
         print(f"btc_blocks event: {extra}")
         return extra

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from tributary.bitcoin import SYSTEM
 from tributary.bitcoin.mempool import DEFAULT_FEE_TARGETS, TXID_PATTERN
 from tributary.core.defaults import default_args
 from tributary.core.failfast import classified
@@ -48,7 +49,7 @@ TXIDS = {"type": "array", "items": {"type": "string", "pattern": TXID_PATTERN}, 
     tags=["bitcoin", "mempool", "fees"],
     doc_md=__doc__,
     render_template_as_native_obj=True,
-    default_args=default_args("bitcoin", retries=3, retry_delay=timedelta(seconds=10),
+    default_args=default_args(SYSTEM, retries=3, retry_delay=timedelta(seconds=10),
                               max_retry_delay=timedelta(minutes=2), execution_timeout=timedelta(minutes=10)),
     params={
         "watch_txids": Param([], **TXIDS, description="Txids (64 lowercase hex) to start watching."),
@@ -71,63 +72,36 @@ TXIDS = {"type": "array", "items": {"type": "string", "pattern": TXID_PATTERN}, 
 )
 def bitcoin_mempool():
     @task
-    @classified("bitcoin")
+    @classified(SYSTEM)
     def register_watches(params: dict | None = None) -> dict:
-        from tributary.bitcoin.hook import BitcoinCoreHook
-        from tributary.bitcoin.mempool import add_watches, chain_name, remove_watches
-        from tributary.storage.warehouse import connect, ensure_schema
+        from tributary.bitcoin.mempool import register_watches_step
 
-        chain = chain_name(BitcoinCoreHook(params["conn_id"]), params["chain_label"])
-        with connect() as conn:
-            ensure_schema(conn)
-            added = add_watches(conn, chain=chain, txids=params["watch_txids"], label=params["watch_label"])
-            removed = remove_watches(conn, chain=chain, txids=params["unwatch_txids"])
-        print(f"{chain}: {added} txid(s) newly watched, {removed} removed")
-        return {"chain": chain, "added": added, "removed": removed}
+        return register_watches_step(params["conn_id"], chain_label=params["chain_label"],
+                                     watch=params["watch_txids"], unwatch=params["unwatch_txids"],
+                                     label=params["watch_label"])
 
     @task
-    @classified("bitcoin")
+    @classified(SYSTEM)
     def snapshot_mempool(registered: dict, params: dict | None = None) -> dict:
-        from tributary.bitcoin.hook import BitcoinCoreHook
-        from tributary.bitcoin.mempool import take_snapshot
-        from tributary.storage.warehouse import connect
+        from tributary.bitcoin.mempool import snapshot_step
 
-        with connect() as conn:
-            snapshot = take_snapshot(BitcoinCoreHook(params["conn_id"]), conn, chain=registered["chain"],
-                                     key=get_current_context()["run_id"])
-        return {"tx_count": snapshot.tx_count, "vsize_total": snapshot.vsize_total, "fee_total": snapshot.fee_total}
+        return snapshot_step(params["conn_id"], chain=registered["chain"], key=get_current_context()["run_id"])
 
     @task
-    @classified("bitcoin")
+    @classified(SYSTEM)
     def estimate_fees(registered: dict, params: dict | None = None) -> dict:
-        from tributary.bitcoin.hook import BitcoinCoreHook
-        from tributary.bitcoin.mempool import record_fee_estimates
-        from tributary.storage.warehouse import connect
+        from tributary.bitcoin.mempool import fee_estimates_step
 
-        with connect() as conn:
-            estimates = record_fee_estimates(BitcoinCoreHook(params["conn_id"]), conn, chain=registered["chain"],
-                                             key=get_current_context()["run_id"], targets=params["fee_targets"],
-                                             mode=params["fee_estimate_mode"])
-        return {str(e.conf_target): str(e.feerate_sat_vb) if e.feerate_sat_vb is not None else None
-                for e in estimates}
+        return fee_estimates_step(params["conn_id"], chain=registered["chain"], key=get_current_context()["run_id"],
+                                  targets=params["fee_targets"], mode=params["fee_estimate_mode"])
 
     @task
-    @classified("bitcoin")
+    @classified(SYSTEM)
     def track_watched_txs(registered: dict, params: dict | None = None) -> dict:
-        from tributary.bitcoin.hook import BitcoinCoreHook
-        from tributary.bitcoin.mempool import track_watched
-        from tributary.storage.warehouse import connect
+        from tributary.bitcoin.mempool import track_watched_step
 
-        with connect() as conn:
-            report = track_watched(BitcoinCoreHook(params["conn_id"]), conn, chain=registered["chain"],
-                                   final_confirmations=params["final_confirmations"],
-                                   scan_blocks=params["scan_blocks"])
-        for t in report.transitions:
-            print(f"{t['txid']}: {t['from']} -> {t['to']}"
-                  + (f" by {t['replaced_by']}" if t["replaced_by"] else "")
-                  + (f" ({t['confirmations']} conf)" if t["to"] == "confirmed" else ""))
-        print(f"{report.checked} watched tx(s) checked: {report.statuses}")
-        return {"checked": report.checked, "statuses": report.statuses, "transitions": report.transitions}
+        return track_watched_step(params["conn_id"], chain=registered["chain"],
+                                  final_confirmations=params["final_confirmations"], scan_blocks=params["scan_blocks"])
 
     registered = register_watches()
     snapshot = snapshot_mempool(registered)

@@ -11,6 +11,8 @@ from tributary.bitcoin import store
 from tributary.bitcoin.parse import iter_block_file, parse_block, parse_blocks, read_block
 from tributary.core.errors import DataError
 
+pytestmark = pytest.mark.postgres
+
 DATA = SHARED / "data" / "bitcoin"
 
 
@@ -52,11 +54,11 @@ def test_loading_the_same_blocks_twice_gives_the_same_rows(pg, first_blocks) -> 
 
 
 def test_a_big_block_loads_through_a_psycopg3_connection(warehouse, pg) -> None:
-    from tributary.storage.warehouse import connect
+    from tributary.storage.warehouse import WarehouseHook
 
     chain = _chain()
     block = parse_block(read_block(DATA / "block413567.raw"), height=413567)
-    conn = connect()
+    conn = WarehouseHook().get_conn()
     try:
         assert type(conn).__module__.startswith("psycopg")
         written = store.load_blocks(conn, [block], chain=chain, checkpoint_conn_id="node-a")
@@ -128,11 +130,11 @@ def test_chains_are_stored_apart(pg, first_blocks) -> None:
 
 
 def test_loads_work_on_an_autocommit_connection_too(warehouse, pg) -> None:
-    from tributary.storage.warehouse import connect
+    from tributary.storage.warehouse import WarehouseHook
 
     chain = _chain()
     blocks = list(parse_blocks(iter_block_file(DATA / "btcd_blk_0_to_4.dat"), first_height=0))
-    conn = connect()
+    conn = WarehouseHook().get_conn()
     try:
         conn.autocommit = True
         assert store.load_blocks(conn, blocks, chain=chain).as_dict() == _rows(blocks)

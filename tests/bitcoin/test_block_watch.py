@@ -1,5 +1,5 @@
-"""bitcoin_block_watch: NewTipTrigger, WaitForNewTipOperator and btc_block_stats against the regtest devnet
-and a real PostgreSQL warehouse."""
+"""bitcoin_block_watch: NewTipTrigger (bitcoin/triggers.py), WaitForNewTipOperator (bitcoin/operators.py) and
+btc_block_stats (bitcoin/block_stats.py) against the regtest devnet and a real PostgreSQL warehouse."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tributary.bitcoin import SYSTEM
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "bitcoin_block_watch"
@@ -66,32 +68,35 @@ def _stats_rows(pg: Any, chain: str) -> list[tuple]:
 
 
 # --------------------------------------------------------------------------- trigger
+@pytest.mark.unit
 def test_trigger_round_trips_through_serialize() -> None:
     from airflow.sdk._shared.module_loading import import_string
 
-    from tributary.bitcoin.watch import NewTipTrigger
+    from tributary.bitcoin.triggers import NewTipTrigger
 
     trigger = NewTipTrigger("ab" * 32, conn_id="node_a", poll_interval=2.5, deadline=1_900_000_000.0)
     classpath, kwargs = trigger.serialize()
     again = import_string(classpath)(**kwargs)
-    assert classpath == "tributary.bitcoin.watch.NewTipTrigger"
+    assert classpath == "tributary.bitcoin.triggers.NewTipTrigger"
     assert again.serialize() == (classpath, kwargs)
     assert json.loads(json.dumps(kwargs)) == kwargs
 
 
+@pytest.mark.unit
 def test_trigger_survives_the_triggerer_table_encryption() -> None:
     from airflow.models.trigger import Trigger
 
-    from tributary.bitcoin.watch import NewTipTrigger
+    from tributary.bitcoin.triggers import NewTipTrigger
 
     trigger = NewTipTrigger(None, poll_interval=1, deadline=1_900_000_000.5)
     row = Trigger.from_object(trigger)
-    assert row.classpath == "tributary.bitcoin.watch.NewTipTrigger"
+    assert row.classpath == "tributary.bitcoin.triggers.NewTipTrigger"
     assert row.kwargs == trigger.serialize()[1]
 
 
+@pytest.mark.devnet
 def test_trigger_fires_when_a_block_is_mined(regtest: Any) -> None:
-    from tributary.bitcoin.watch import NewTipTrigger
+    from tributary.bitcoin.triggers import NewTipTrigger
 
     before = _hook().get_best_block_hash()
     height = _hook().get_block_count()
@@ -109,38 +114,41 @@ def test_trigger_fires_when_a_block_is_mined(regtest: Any) -> None:
     assert time.monotonic() - started >= 0.9  # it waited for the block, it did not fire on the old tip
 
 
+@pytest.mark.devnet
 def test_trigger_times_out_when_no_block_comes(regtest: Any) -> None:
-    from tributary.bitcoin.watch import NewTipTrigger
+    from tributary.bitcoin.triggers import NewTipTrigger
 
     trigger = NewTipTrigger(_hook().get_best_block_hash(), poll_interval=0.2, deadline=time.time() + 0.7)
     event = asyncio.run(anext(trigger.run()))
     assert event.payload == {"status": "timeout", "previous": trigger.last_tip}
 
 
+@pytest.mark.devnet
 def test_trigger_retries_transient_errors_and_then_fires(regtest: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tributary.bitcoin.watch import NewTipTrigger
+    from tributary.bitcoin.triggers import NewTipTrigger
     from tributary.core.errors import TransientError
 
     trigger = NewTipTrigger("00" * 32, poll_interval=0.05, deadline=time.time() + 30)
-    real = trigger._best
+    real = trigger.poll
     calls = {"n": 0}
 
-    def flaky() -> Any:
+    def flaky(hook: Any) -> Any:
         calls["n"] += 1
         if calls["n"] <= 2:
-            raise TransientError("node warming up", system="bitcoin", reason="jsonrpc:-28")
-        return real()
+            raise TransientError("node warming up", system=SYSTEM, reason="jsonrpc:-28")
+        return real(hook)
 
-    monkeypatch.setattr(trigger, "_best", flaky)
+    monkeypatch.setattr(trigger, "poll", flaky)
     event = asyncio.run(anext(trigger.run()))
     assert calls["n"] == 3
     assert event.payload["status"] == "new_tip"
     assert event.payload["hash"] == _hook().get_best_block_hash()
 
 
+@pytest.mark.unit
 def test_trigger_keeps_polling_an_unreachable_node_until_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     from devnets.bitcoin.process import free_port
-    from tributary.bitcoin.watch import NewTipTrigger
+    from tributary.bitcoin.triggers import NewTipTrigger
 
     monkeypatch.setenv("AIRFLOW_CONN_TRIBUTARY_BITCOIN", json.dumps({
         "conn_type": "tributary_bitcoin", "host": "127.0.0.1", "port": free_port(), "login": "u", "password": "p",
@@ -150,9 +158,11 @@ def test_trigger_keeps_polling_an_unreachable_node_until_its_deadline(monkeypatc
     assert event.payload["status"] == "timeout"  # connection refused is transient: not fatal to the wait
 
 
+@pytest.mark.devnet
 def test_trigger_reports_a_permanent_error_at_once(regtest: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tributary.bitcoin.watch import NewTipTrigger, error_from_event
+    from tributary.bitcoin.triggers import NewTipTrigger
     from tributary.core.errors import PermanentError
+    from tributary.core.triggers import error_from_event
 
     monkeypatch.setenv("AIRFLOW_CONN_TRIBUTARY_BITCOIN", json.dumps({
         **regtest.conn, "login": "mallory", "password": "wrong"}))
@@ -163,12 +173,14 @@ def test_trigger_reports_a_permanent_error_at_once(regtest: Any, monkeypatch: py
     assert event.payload["status"] == "error"
     assert event.payload["error_class"] == "permanent"
     assert "wrong" not in event.payload["message"]
-    assert isinstance(error_from_event(event.payload), PermanentError)
+    assert isinstance(error_from_event(event.payload, SYSTEM), PermanentError)
 
 
 # --------------------------------------------------------------------------- block statistics
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_block_stats_match_the_nodes_getblock_verbosity_2(regtest: Any, pg: Any, label: str) -> None:
-    from tributary.bitcoin.watch import sync_block_stats
+    from tributary.bitcoin.block_stats import sync_block_stats
 
     for amount in ("0.1", "0.2", "0.3"):
         regtest.rpc("sendtoaddress", regtest.rpc("getnewaddress"), Decimal(amount))
@@ -195,8 +207,10 @@ def test_block_stats_match_the_nodes_getblock_verbosity_2(regtest: Any, pg: Any,
     assert row[13] is True
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_rerun_does_not_duplicate_stats(regtest: Any, pg: Any, label: str) -> None:
-    from tributary.bitcoin.watch import sync_block_stats
+    from tributary.bitcoin.block_stats import sync_block_stats
 
     regtest.mine(1)
     sync_block_stats(_hook(), pg, chain=label, max_blocks=3)
@@ -206,8 +220,10 @@ def test_a_rerun_does_not_duplicate_stats(regtest: Any, pg: Any, label: str) -> 
     assert _stats_rows(pg, label) == first and len(first) == 3
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_stats_fill_every_block_since_the_last_seen_tip(regtest: Any, pg: Any, label: str) -> None:
-    from tributary.bitcoin.watch import sync_block_stats
+    from tributary.bitcoin.block_stats import sync_block_stats
 
     sync_block_stats(_hook(), pg, chain=label, max_blocks=1)
     mined = regtest.mine(3)
@@ -216,8 +232,10 @@ def test_stats_fill_every_block_since_the_last_seen_tip(regtest: Any, pg: Any, l
     assert [r[1] for r in _stats_rows(pg, label)][-3:] == mined
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_reorg_marks_the_orphaned_blocks_and_stores_the_new_branch(private_node: Any, pg: Any, label: str) -> None:
-    from tributary.bitcoin.watch import sync_block_stats
+    from tributary.bitcoin.block_stats import sync_block_stats
 
     node = _hook()
     node.call("createwallet", "w")
@@ -251,8 +269,10 @@ def test_a_reorg_marks_the_orphaned_blocks_and_stores_the_new_branch(private_nod
     assert [h for h, _, a, *_ in rows if a] == list(range(max(old) + 3))
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_reorg_deeper_than_allowed_is_a_security_error(private_node: Any, pg: Any, label: str) -> None:
-    from tributary.bitcoin.watch import sync_block_stats
+    from tributary.bitcoin.block_stats import sync_block_stats
     from tributary.core.errors import SecurityError
 
     node = _hook()
@@ -279,6 +299,8 @@ def _states(run: Any) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_dag_run_defers_until_a_block_is_mined_then_stores_its_stats(regtest: Any, pg: Any, project_dags: Path,
                                                                    label: str, monkeypatch: pytest.MonkeyPatch) -> None:
     dag = _dag()
@@ -290,15 +312,15 @@ def test_dag_run_defers_until_a_block_is_mined_then_stores_its_stats(regtest: An
     assert seen and seen[-1][1] == _hook().get_best_block_hash()
 
     # Mine only once the run has deferred and the trigger polls (the trigger runs in this process).
-    from tributary.bitcoin.watch import NewTipTrigger
+    from tributary.bitcoin.triggers import NewTipTrigger
 
-    polling, real_poll = threading.Event(), NewTipTrigger._best
+    polling, real_poll = threading.Event(), NewTipTrigger.poll
 
-    def spy(self: Any) -> Any:
+    def spy(self: Any, hook: Any) -> Any:
         polling.set()
-        return real_poll(self)
+        return real_poll(self, hook)
 
-    monkeypatch.setattr(NewTipTrigger, "_best", spy)
+    monkeypatch.setattr(NewTipTrigger, "poll", spy)
     mined: list[str] = []
 
     def mine_when_polling() -> None:
@@ -319,6 +341,8 @@ def test_dag_run_defers_until_a_block_is_mined_then_stores_its_stats(regtest: An
     assert len(rows) == len(seen) + 1
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_dag_run_without_a_new_block_skips_after_the_wait_timeout(regtest: Any, pg: Any, project_dags: Path,
                                                                  label: str) -> None:
     dag = _dag()
@@ -329,6 +353,8 @@ def test_dag_run_without_a_new_block_skips_after_the_wait_timeout(regtest: Any, 
     assert _stats_rows(pg, label) == []
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_dag_run_with_bad_credentials_fails_without_retrying(regtest: Any, pg: Any, project_dags: Path, label: str,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_TRIBUTARY_BITCOIN", json.dumps({

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests._shared import SHARED
 from tributary.bitcoin import store, sync
 from tributary.core.errors import DataError, PermanentError, SecurityError, TransientError
 
@@ -87,10 +88,10 @@ def label() -> str:
 
 @pytest.fixture
 def conn(pg: Any, warehouse: Any) -> Iterator[Any]:
-    """A psycopg 3 connection (what the DAG's tasks get from ``warehouse.connect``), schema applied."""
-    from tributary.storage.warehouse import connect
+    """A psycopg 3 connection (what the DAG's tasks get from ``WarehouseHook``), schema applied."""
+    from tributary.storage.warehouse import WarehouseHook
 
-    with connect() as connection:
+    with WarehouseHook().get_conn() as connection:
         yield connection
 
 
@@ -168,6 +169,7 @@ def _error_events(conn: Any, run_id: str) -> list[tuple[str, str | None, str]]:
 
 
 # --------------------------------------------------------------------------- pure logic
+@pytest.mark.unit
 def test_fork_point_is_below_the_lowest_disagreeing_height() -> None:
     stored = {10: "a", 11: "b", 12: "c", 13: "d"}
     assert sync.find_fork_point(stored, {10: "a", 11: "b", 12: "c", 13: "d", 14: "e"}) is None
@@ -176,12 +178,14 @@ def test_fork_point_is_below_the_lowest_disagreeing_height() -> None:
     assert sync.find_fork_point(stored, {10: "z", 11: "b", 12: "c", 13: "d"}) == 9  # inconsistent: lowest wins
 
 
+@pytest.mark.unit
 def test_ranges_cover_the_heights_once_in_order() -> None:
     assert sync.split_ranges(0, 9, 4) == [(0, 3), (4, 7), (8, 9)]
     assert sync.split_ranges(5, 5, 100) == [(5, 5)]
     assert sync.split_ranges(6, 5, 100) == []
 
 
+@pytest.mark.unit
 def test_max_reorg_depth_comes_from_param_then_variable_then_chain_default() -> None:
     assert sync.resolve_max_reorg_depth(3, "main", '{"main": 9}') == 3
     assert sync.resolve_max_reorg_depth(None, "main", '{"main": 9}') == 9
@@ -190,6 +194,7 @@ def test_max_reorg_depth_comes_from_param_then_variable_then_chain_default() -> 
     assert sync.resolve_max_reorg_depth(None, "main", None) == 6
 
 
+@pytest.mark.unit
 def test_a_conf_with_end_below_start_is_a_permanent_error() -> None:
     with pytest.raises(PermanentError, match="end_height 5 is below start_height 10") as caught:
         sync.SyncRequest.from_params({"start_height": 10, "end_height": 5})
@@ -212,6 +217,8 @@ def _sync_all(conn: Any, net: Devnet, chain: str, *, max_depth: int = 100, **par
     return plan, reorg
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_ranges_loaded_out_of_order_get_their_fees_filled_in(conn, funded: Devnet, label: str) -> None:
     from tributary.bitcoin.hook import BitcoinCoreHook
 
@@ -234,6 +241,8 @@ def test_ranges_loaded_out_of_order_get_their_fees_filled_in(conn, funded: Devne
     assert sync.check_continuity(conn, chain=label, start=0, stop=tip).ok
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_the_parallel_parse_path_stores_what_the_node_has(conn, funded: Devnet, label: str,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Big batches are parsed in forked workers (spent-output values and fees resolved afterwards in
@@ -249,6 +258,8 @@ def test_the_parallel_parse_path_stores_what_the_node_has(conn, funded: Devnet, 
     assert _counts(conn, label)["btc_blocks"] == tip + 1
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_reorg_deeper_than_the_limit_raises_security_error_and_deletes_nothing(conn, funded: Devnet,
                                                                                   label: str) -> None:
     _sync_all(conn, funded, label)
@@ -269,6 +280,8 @@ def test_a_reorg_deeper_than_the_limit_raises_security_error_and_deletes_nothing
     conn.rollback()
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_reorg_deeper_than_the_window_reports_a_lower_bound(conn, funded: Devnet, label: str) -> None:
     _sync_all(conn, funded, label)
     tip = funded.height()
@@ -278,6 +291,8 @@ def test_a_reorg_deeper_than_the_window_reports_a_lower_bound(conn, funded: Devn
         _sync_all(conn, funded, label, max_depth=2)
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_node_in_initial_block_download_below_the_stored_tip_is_transient(conn, devnet: Devnet, label: str) -> None:
     from tributary.bitcoin.hook import BitcoinCoreHook
 
@@ -302,6 +317,8 @@ class _NodeAnswering:
         return self.real.get_blocks_bytes(self.blocks_of or hashes, chunk_size=chunk_size)
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_chain_that_changes_during_a_range_is_transient_and_a_wrong_block_is_data(conn, devnet: Devnet,
                                                                                       label: str) -> None:
     first, third = devnet.rpc("getblockhash", 50), devnet.rpc("getblockhash", 52)
@@ -313,10 +330,11 @@ def test_a_chain_that_changes_during_a_range_is_transient_and_a_wrong_block_is_d
     assert _counts(conn, label)["btc_blocks"] == 0  # checked before anything is loaded
 
 
+@pytest.mark.postgres
 def test_continuity_reports_gaps_and_broken_links_on_mainnet_blocks(conn, label: str) -> None:
     from tributary.bitcoin.parse import iter_block_file, parse_blocks
 
-    path = Path("/work/shared/data/bitcoin/btcd_blocks1-256")
+    path = SHARED / "data" / "bitcoin" / "btcd_blocks1-256"
     if not path.exists():
         pytest.skip("mainnet sample blocks not present")
     store.load_blocks(conn, list(parse_blocks(iter_block_file(path), first_height=1)), chain=label)
@@ -335,6 +353,8 @@ def test_continuity_reports_gaps_and_broken_links_on_mainnet_blocks(conn, label:
 
 
 # --------------------------------------------------------------------------- the DAG end to end
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_sync_from_scratch_then_incremental_matches_the_node(dag_folder, conn, funded: Devnet, label: str) -> None:
     dag = _dag(dag_folder)
     run = dag.test(run_conf={"chain_label": label, "batch_size": 8})
@@ -378,6 +398,8 @@ def _asset_events(chain: str) -> list[dict[str, Any]]:
         return [dict(e.extra) for e in rows if (e.extra or {}).get("chain") == chain]
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_sync_rolls_back_orphaned_blocks_after_reorg(dag_folder, conn, funded: Devnet, label: str) -> None:
     dag = _dag(dag_folder)
     funded.send(3)
@@ -420,6 +442,8 @@ def test_sync_rolls_back_orphaned_blocks_after_reorg(dag_folder, conn, funded: D
     assert event["reorg"] == {"fork_height": tip - 3, "depth": 3, "old_tip": orphans[-1], "new_tip": new_tip}
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_too_deep_reorg_fails_the_run_with_a_security_alert(dag_folder, conn, funded: Devnet, label: str) -> None:
     dag = _dag(dag_folder)
     assert dag.test(run_conf={"chain_label": label}).state == "success"
@@ -436,6 +460,8 @@ def test_a_too_deep_reorg_fails_the_run_with_a_security_alert(dag_folder, conn, 
     assert ("failure", "security", "check_reorg") in _error_events(conn, run.run_id)
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_backfill_runs_one_mapped_task_per_range(dag_folder, conn, funded: Devnet, label: str) -> None:
     tip = funded.height()
     run = _dag(dag_folder).test(run_conf={"chain_label": label, "start_height": 0, "end_height": tip,
@@ -451,6 +477,8 @@ def test_backfill_runs_one_mapped_task_per_range(dag_folder, conn, funded: Devne
     assert sync.continuity(conn, chain=label, start=0, stop=tip).ok
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_bad_conf_fails_fast_with_a_clear_error(dag_folder, conn, devnet: Devnet, label: str) -> None:
     run = _dag(dag_folder).test(run_conf={"chain_label": label, "start_height": 50, "end_height": 10})
     assert run.state == "failed"
@@ -460,6 +488,7 @@ def test_bad_conf_fails_fast_with_a_clear_error(dag_folder, conn, devnet: Devnet
     assert _counts(conn, label)["btc_blocks"] == 0
 
 
+@pytest.mark.postgres
 def test_an_unreachable_node_is_retried_then_fails_as_transient(dag_folder, conn, label: str,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from devnets.bitcoin.process import free_port
@@ -518,6 +547,8 @@ def _duplicate_keys(conn: Any, chain: str) -> dict[str, int]:
     return found
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_chain_of_500_blocks_with_transactions_syncs_end_to_end(dag_folder, conn, devnet: Devnet,
                                                                     label: str) -> None:
     for _ in range(20):  # 101 + 20 x 21 = 521 blocks, a few wallet payments every 21 blocks
@@ -535,6 +566,8 @@ def test_a_chain_of_500_blocks_with_transactions_syncs_end_to_end(dag_folder, co
     assert store.get_checkpoint(conn, chain=label, conn_id="tributary_bitcoin") == (tip, devnet.rpc("getbestblockhash"))
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_reorg_of_depth_3_rolls_back_exactly_3_heights_and_resyncs_them(conn, funded: Devnet, label: str) -> None:
     funded.send(2)
     funded.mine(3)
@@ -575,10 +608,10 @@ def test_a_reorg_of_depth_3_rolls_back_exactly_3_heights_and_resyncs_them(conn, 
 
 def _kill_when_stored(handle: Any, chain: str, blocks: int, done: threading.Event) -> threading.Thread:
     """A thread that SIGKILLs the devnet as soon as ``blocks`` blocks of ``chain`` are committed."""
-    from tributary.storage.warehouse import connect
+    from tributary.storage.warehouse import WarehouseHook
 
     def watch() -> None:
-        with connect() as watcher:
+        with WarehouseHook().get_conn() as watcher:
             watcher.autocommit = True
             while not done.is_set() and handle.process.poll() is None:
                 with watcher.cursor() as cur:
@@ -594,6 +627,8 @@ def _kill_when_stored(handle: Any, chain: str, blocks: int, done: threading.Even
     return thread
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_node_killed_mid_sync_fails_transient_then_a_rerun_completes_without_duplicates(
         dag_folder, conn, devnet: Devnet, label: str) -> None:
     from devnets.bitcoin.process import start_devnet

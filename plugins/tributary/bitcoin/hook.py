@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
+from tributary.bitcoin import SYSTEM
+from tributary.bitcoin.amounts import SATS_PER_BTC
 from tributary.core.errors import (
     DataError,
     ErrorClass,
@@ -33,7 +35,6 @@ from tributary.core.retry import RetryPolicy
 if TYPE_CHECKING:
     from bitcoin.core import CBlock
 
-SATS_PER_BTC = 100_000_000
 _SAT = Decimal("0.00000001")
 
 # Core's RPC error codes (src/rpc/protocol.h) and their class. Codes not listed fall back to the
@@ -107,7 +108,7 @@ def normalize_chain(name: str) -> str:
     chain = _CHAIN_ALIASES.get(name.strip().lower(), name.strip().lower())
     if chain not in DEFAULT_RPC_PORTS:
         raise PermanentError(f"unknown bitcoin network {name!r}; expected one of {', '.join(CHAINS)}",
-                             system="bitcoin", reason="config:network")
+                             system=SYSTEM, reason="config:network")
     return chain
 
 
@@ -131,7 +132,7 @@ class BitcoinRpcError(JsonRpcError):
 
     def __init__(self, code: int, message: str, **kwargs: Any) -> None:
         kwargs.setdefault("code_classes", BITCOIN_CODE_CLASSES)
-        kwargs.setdefault("system", "bitcoin")
+        kwargs.setdefault("system", SYSTEM)
         super().__init__(code, message, **kwargs)
         if code in (-25, -26) and message:
             self.reason = f"jsonrpc:{code}:{self.reject_reason}"
@@ -168,7 +169,7 @@ class BitcoinCoreHook(TributaryHook):
     default_conn_name = "tributary_bitcoin"
     conn_type = "tributary_bitcoin"
     hook_name = "Tributary: Bitcoin Core"
-    system = "bitcoin"
+    system = SYSTEM
     default_timeout = 30.0
     default_batch_size: ClassVar[int] = 500
 
@@ -399,6 +400,17 @@ class BitcoinCoreHook(TributaryHook):
             raise PermanentError(f"bitcoind at {self.base_url} is on chain {info.get('chain')!r}, the connection "
                                  f"expects {expected!r}", system=self.system, reason="config:chain_mismatch")
         return info
+
+    def chain_name(self) -> str:
+        """Core's name of the node's chain (main, test, testnet4, signet, regtest), checked against the
+        Connection's ``network``. It picks the address encoding, and it is the ``chain`` the warehouse
+        tables store when a DAG run gives no ``chain_label``."""
+        info = self.check_chain()
+        chain = info.get("chain")
+        if not isinstance(chain, str) or not chain:
+            raise DataError(f"getblockchaininfo has no chain name: {info!r:.120}", system=self.system,
+                            reason="malformed_response")
+        return chain
 
     def probe(self) -> str:
         info = self.check_chain()

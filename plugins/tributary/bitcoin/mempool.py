@@ -2,7 +2,7 @@
 
 No Airflow import. Three parts:
 
-* **fee-rate statistics** shared with the block stats of :mod:`tributary.bitcoin.watch`:
+* **fee-rate statistics** shared with the block stats of :mod:`tributary.bitcoin.block_stats`:
   :func:`weighted_percentiles` is Bitcoin Core's ``getblockstats`` percentile walk (sort by fee rate,
   walk the cumulative weight), with exact sat/vB rates instead of Core's integer ones;
 * **snapshots**: ``getrawmempool true`` -> one :class:`MempoolSnapshot` row (count, vsize, fees,
@@ -15,7 +15,8 @@ No Airflow import. Three parts:
   spender search also finds a watched transaction's own confirmation (it spends its own inputs).
 
 Every write is an upsert keyed by natural keys ((chain, snapshot key), (chain, txid)), so any task
-may run twice.
+may run twice. The DAG's tasks call the ``*_step`` functions at the end, which open the node and the
+warehouse (``WarehouseHook(...).session()``) themselves.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from tributary.bitcoin import SYSTEM
 from tributary.bitcoin.amounts import SATS_PER_BTC
 from tributary.core.errors import DataError, ErrorClass, PermanentError, TributaryError, classify
+from tributary.storage import WAREHOUSE_CONN_ID
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ def sats(amount: Any) -> int:
     """A BTC amount as the hook decodes it (Decimal) to satoshis."""
     value = Decimal(str(amount)) * SATS_PER_BTC
     if value != value.to_integral_value():
-        raise DataError(f"amount {amount!r} BTC is not a whole number of satoshis", system="bitcoin",
+        raise DataError(f"amount {amount!r} BTC is not a whole number of satoshis", system=SYSTEM,
                         reason="malformed_amount")
     return int(value)
 
@@ -116,7 +119,7 @@ def _entry_fee(txid: str, entry: Mapping[str, Any]) -> int:
         return sats(fees["base"])
     if entry.get("fee") is not None:  # Core < 21 (deprecated field)
         return sats(entry["fee"])
-    raise DataError(f"mempool entry {txid} has no fee", system="bitcoin", reason="malformed_response")
+    raise DataError(f"mempool entry {txid} has no fee", system=SYSTEM, reason="malformed_response")
 
 
 def summarize_mempool(verbose_mempool: Mapping[str, Mapping[str, Any]]) -> MempoolSnapshot:
@@ -125,7 +128,7 @@ def summarize_mempool(verbose_mempool: Mapping[str, Mapping[str, Any]]) -> Mempo
     for txid, entry in verbose_mempool.items():
         vsize = int(entry.get("vsize") or 0)
         if vsize <= 0:
-            raise DataError(f"mempool entry {txid} has no vsize", system="bitcoin", reason="malformed_response")
+            raise DataError(f"mempool entry {txid} has no vsize", system=SYSTEM, reason="malformed_response")
         fee = _entry_fee(txid, entry)
         rows.append((feerate(fee, vsize), vsize, fee))
     rates = [r for r, _, _ in rows]
@@ -235,7 +238,7 @@ def normalize_txids(values: Iterable[Any]) -> list[str]:
     txids: list[str] = []
     for value in values:
         if not isinstance(value, str) or not _TXID.match(value):
-            raise PermanentError(f"not a txid (64 lowercase hex characters): {value!r:.80}", system="bitcoin",
+            raise PermanentError(f"not a txid (64 lowercase hex characters): {value!r:.80}", system=SYSTEM,
                                  reason="invalid_txid")
         if value not in txids:
             txids.append(value)
@@ -522,13 +525,59 @@ def track_watched(hook: Any, conn: Any, *, chain: str, final_confirmations: int 
     return report
 
 
-def chain_name(hook: Any, label: str | None = None) -> str:
-    """The ``chain`` column for this node: ``label`` when given, else the node's chain name."""
-    if label:
-        return label
-    info = hook.check_chain()
-    chain = info.get("chain")
-    if not isinstance(chain, str) or not chain:
-        raise DataError(f"getblockchaininfo has no chain name: {info!r:.120}", system="bitcoin",
-                        reason="malformed_response")
-    return chain
+# --------------------------------------------------------------------------- the DAG's tasks
+# The DAG file imports this module when it is parsed (for its params' constants): the hook and the
+# Postgres provider are imported only when a task runs.
+def register_watches_step(conn_id: str, *, chain_label: str | None, watch: Sequence[str], unwatch: Sequence[str],
+                          label: str | None = None, warehouse_conn_id: str = WAREHOUSE_CONN_ID) -> dict[str, Any]:
+    """Task ``register_watches``: the run's ``chain`` (``chain_label``, else the node's chain name), with
+    ``watch`` added to and ``unwatch`` removed from the watched txids."""
+    from tributary.bitcoin.hook import BitcoinCoreHook
+    from tributary.storage.warehouse import WarehouseHook
+
+    chain = chain_label or BitcoinCoreHook(conn_id).chain_name()
+    with WarehouseHook(warehouse_conn_id).session() as conn:
+        added = add_watches(conn, chain=chain, txids=watch, label=label)
+        removed = remove_watches(conn, chain=chain, txids=unwatch)
+    log.info("%s: %d txid(s) newly watched, %d removed", chain, added, removed)
+    return {"chain": chain, "added": added, "removed": removed}
+
+
+def snapshot_step(conn_id: str, *, chain: str, key: str,
+                  warehouse_conn_id: str = WAREHOUSE_CONN_ID) -> dict[str, Any]:
+    """Task ``snapshot_mempool``: :func:`take_snapshot` of the node of ``conn_id``."""
+    from tributary.bitcoin.hook import BitcoinCoreHook
+    from tributary.storage.warehouse import WarehouseHook
+
+    with WarehouseHook(warehouse_conn_id).session() as conn:
+        snapshot = take_snapshot(BitcoinCoreHook(conn_id), conn, chain=chain, key=key)
+    return {"tx_count": snapshot.tx_count, "vsize_total": snapshot.vsize_total, "fee_total": snapshot.fee_total}
+
+
+def fee_estimates_step(conn_id: str, *, chain: str, key: str, targets: Sequence[int], mode: str = "conservative",
+                       warehouse_conn_id: str = WAREHOUSE_CONN_ID) -> dict[str, str | None]:
+    """Task ``estimate_fees``: :func:`record_fee_estimates`; sat/vB by target (None: no estimate)."""
+    from tributary.bitcoin.hook import BitcoinCoreHook
+    from tributary.storage.warehouse import WarehouseHook
+
+    with WarehouseHook(warehouse_conn_id).session() as conn:
+        estimates = record_fee_estimates(BitcoinCoreHook(conn_id), conn, chain=chain, key=key, targets=targets,
+                                         mode=mode)
+    return {str(e.conf_target): str(e.feerate_sat_vb) if e.feerate_sat_vb is not None else None for e in estimates}
+
+
+def track_watched_step(conn_id: str, *, chain: str, final_confirmations: int = 6, scan_blocks: int = 144,
+                       warehouse_conn_id: str = WAREHOUSE_CONN_ID) -> dict[str, Any]:
+    """Task ``track_watched_txs``: :func:`track_watched`, each transition logged."""
+    from tributary.bitcoin.hook import BitcoinCoreHook
+    from tributary.storage.warehouse import WarehouseHook
+
+    with WarehouseHook(warehouse_conn_id).session() as conn:
+        report = track_watched(BitcoinCoreHook(conn_id), conn, chain=chain, final_confirmations=final_confirmations,
+                               scan_blocks=scan_blocks)
+    for t in report.transitions:
+        log.info("%s: %s -> %s%s%s", t["txid"], t["from"], t["to"],
+                 f" by {t['replaced_by']}" if t["replaced_by"] else "",
+                 f" ({t['confirmations']} conf)" if t["to"] == "confirmed" else "")
+    log.info("%d watched tx(s) checked: %s", report.checked, report.statuses)
+    return {"checked": report.checked, "statuses": report.statuses, "transitions": report.transitions}

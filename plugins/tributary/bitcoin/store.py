@@ -6,7 +6,7 @@ Loading the same blocks again writes nothing; a later load may only fill what wa
 (a height, a fee, an input's value). :func:`delete_from_height` rolls a chain back for a reorg:
 the orphaned blocks go and their transactions, inputs and outputs with them (ON DELETE CASCADE),
 and checkpoints above the fork move back. Works with psycopg 3 (what
-``tributary.storage.warehouse.connect`` returns here) and psycopg2 connections.
+``tributary.storage.warehouse.WarehouseHook`` returns here) and psycopg2 connections.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tributary.bitcoin import SYSTEM
 from tributary.bitcoin.parse import BlockRow, InputRow, Outpoint, OutputRow, ParsedBlock, PrevoutLookup, TransactionRow
 from tributary.core.errors import DataError
 
@@ -177,7 +178,7 @@ def load_blocks(conn: Any, blocks: Sequence[ParsedBlock], *, chain: str,
         if taken:
             raise DataError(f"chain {chain!r}: height {taken[0]} already holds block {taken[2]}, not {taken[1]};"
                             " roll back with delete_from_height before loading the new branch",
-                            system="bitcoin", reason="height_taken")
+                            system=SYSTEM, reason="height_taken")
         for table, (columns, key, fillable) in _TABLES.items():
             stage = f"btc_stage_{table.removeprefix('btc_')}"
             names = ", ".join(columns)

@@ -25,6 +25,9 @@ The steps of the ``bitcoin_chain_sync`` DAG, without Airflow (each takes a wareh
 
 Every step is idempotent: loads are upserts on natural keys, the fee fill only fills NULLs, the
 checkpoint is derived from what is stored.
+
+The DAG's tasks call the ``*_step`` functions at the end of this module: each opens the node and the
+warehouse (``WarehouseHook(...).session()``) it needs and returns what the task returns.
 """
 
 from __future__ import annotations
@@ -37,18 +40,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tributary.bitcoin import store
+from tributary.bitcoin import SYSTEM, store
+from tributary.bitcoin.hook import BitcoinCoreHook
 from tributary.bitcoin.parse import Outpoint, ParsedBlock, PrevoutCache, PrevoutLookup, parse_block, parse_blocks
 from tributary.core.errors import DataError, PermanentError, SecurityError, TransientError
-
-if TYPE_CHECKING:
-    from tributary.bitcoin.hook import BitcoinCoreHook
+from tributary.storage import WAREHOUSE_CONN_ID
+from tributary.storage.warehouse import WarehouseHook
 
 log = logging.getLogger(__name__)
 
-SYSTEM = "bitcoin"
 # Deepest reorg rolled back without a person, by Core chain name; the DAG's ``max_reorg_depth`` param
 # or the Variable below override it. Mainnet reorgs deeper than a few blocks have not happened since
 # 2013, so 6 is already an incident there; regtest and testnets reorg deeply by design.
@@ -159,7 +161,8 @@ class Reorg:
 
 def find_fork_point(stored: Mapping[int, str], node: Mapping[int, str]) -> int | None:
     """None when every stored height holds the node's block; else the height below the lowest
-    disagreeing one (a height the node does not have disagrees)."""
+    disagreeing one (a height the node does not have disagrees). Pure; the chain sync and the block
+    statistics (``block_stats``) both find their forks with it."""
     disagree = [height for height, block_hash in stored.items() if node.get(height) != block_hash]
     return min(disagree) - 1 if disagree else None
 
@@ -591,3 +594,75 @@ def blocks_event_extra(conn: Any, plan: Mapping[str, Any]) -> dict[str, Any]:
     return {"chain": plan["chain"], "from_height": from_height, "to_height": to_height, "tip_hash": tip_hash,
             "blocks": plan["blocks"],
             "reorg": {k: reorg[k] for k in ("fork_height", "depth", "old_tip", "new_tip")} if reorg else None}
+
+
+# --------------------------------------------------------------------------- the DAG's tasks
+def check_reorg_step(params: Mapping[str, Any], *, run_id: str | None, max_reorg_depth_variable: Any = None,
+                     warehouse_conn_id: str = WAREHOUSE_CONN_ID) -> dict[str, Any]:
+    """Task ``check_reorg``: validate the conf, read the node, roll back a reorg (see :func:`check_reorg`).
+    ``max_reorg_depth_variable`` is the value of the Variable :data:`MAX_REORG_DEPTH_VARIABLE`."""
+    request = SyncRequest.from_params(params)
+    hook = BitcoinCoreHook(request.conn_id)
+    node = NodeState.read(hook)
+    chain = request.chain_label or node.network
+    max_depth = resolve_max_reorg_depth(request.max_reorg_depth, node.network, max_reorg_depth_variable)
+    log.info("node %s: chain %s, tip %d %s; stored as %r; max reorg depth %d", request.conn_id, node.network,
+             node.height, node.best_hash, chain, max_depth)
+    with WarehouseHook(warehouse_conn_id).session() as conn:
+        reorg = check_reorg(conn, hook, chain=chain, node=node, max_depth=max_depth, conn_id=request.conn_id,
+                            run_id=run_id)
+    return {"chain": chain, "node": asdict(node), "reorg": reorg.as_dict() if reorg else None}
+
+
+def plan_step(state: Mapping[str, Any], params: Mapping[str, Any], *,
+              warehouse_conn_id: str = WAREHOUSE_CONN_ID) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Task ``plan_ranges``: (the ranges to map ``sync_range`` over, the run's plan for the later tasks)."""
+    request = SyncRequest.from_params(params)
+    with WarehouseHook(warehouse_conn_id).session() as conn:
+        planned = plan(conn, chain=state["chain"], node=NodeState(**state["node"]), request=request)
+    return planned.ranges, {**planned.as_dict(), "reorg": state["reorg"], "max_tip_lag": request.max_tip_lag}
+
+
+def sync_range_step(block_range: Mapping[str, Any], *, warehouse_conn_id: str = WAREHOUSE_CONN_ID) -> dict[str, Any]:
+    """Task ``sync_range``: load one range of the plan (see :func:`sync_range`)."""
+    with WarehouseHook(warehouse_conn_id).session() as conn:
+        return sync_range(conn, BitcoinCoreHook(block_range["conn_id"]), **block_range).as_dict()
+
+
+def finalize_step(run_plan: Mapping[str, Any], *, warehouse_conn_id: str = WAREHOUSE_CONN_ID) -> dict[str, Any]:
+    """Task ``finalize``: fill the fees other ranges made computable, then move the checkpoint."""
+    with WarehouseHook(warehouse_conn_id).session() as conn:
+        inputs, fees = fill_missing_fees(conn, chain=run_plan["chain"])
+        checkpoint = advance_checkpoint(conn, chain=run_plan["chain"], conn_id=run_plan["conn_id"])
+    return {"inputs_filled": inputs, "fees_filled": fees,
+            "checkpoint": {"height": checkpoint[0], "hash": checkpoint[1]} if checkpoint else None}
+
+
+def continuity_step(run_plan: Mapping[str, Any], *, warehouse_conn_id: str = WAREHOUSE_CONN_ID) -> dict[str, Any]:
+    """Task ``verify_continuity``: the planned heights have no gap and every ``prev_hash`` links."""
+    if run_plan["blocks"] == 0:
+        log.info("nothing was synced: no range to verify")
+        return {"ok": True, "start": run_plan["start"], "stop": run_plan["stop"]}
+    with WarehouseHook(warehouse_conn_id).session() as conn:
+        report = check_continuity(conn, chain=run_plan["chain"], start=run_plan["start"], stop=run_plan["stop"])
+    return {"ok": report.ok, **asdict(report)}
+
+
+def tip_lag_step(run_plan: Mapping[str, Any], finalized: Mapping[str, Any]) -> dict[str, Any]:
+    """Task ``verify_tip_lag``: the checkpoint is within ``max_tip_lag`` of the node's tip (enforced only
+    for runs meant to reach it, see :func:`check_tip_lag`)."""
+    node_height = BitcoinCoreHook(run_plan["conn_id"]).get_block_count()
+    synced = finalized["checkpoint"]["height"] if finalized["checkpoint"] else -1
+    lag = check_tip_lag(node_height, synced, max_lag=run_plan["max_tip_lag"],
+                        enforce=not (run_plan["explicit"] or run_plan["capped"]))
+    return {"node_height": node_height, "synced_height": synced, "lag": lag}
+
+
+def publish_step(run_plan: Mapping[str, Any], *,
+                 warehouse_conn_id: str = WAREHOUSE_CONN_ID) -> dict[str, Any] | None:
+    """Task ``publish``: the ``extra`` of the run's ``btc_blocks`` event, or None when the run changed
+    nothing (no new block, no reorg) and there is no event to emit."""
+    if run_plan["blocks"] == 0 and run_plan["reorg"] is None:
+        return None
+    with WarehouseHook(warehouse_conn_id).session() as conn:
+        return blocks_event_extra(conn, run_plan)
