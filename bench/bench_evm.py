@@ -61,10 +61,10 @@ def tributary_path(address: str, count: int, threads: int, prefix: str) -> float
     from tributary.evm.contracts import encode_call, load_artifact
     from tributary.evm.hook import EvmHook
     from tributary.evm.transactions import TransactionSender, TxRequest
-    from tributary.storage.warehouse import connect
+    from tributary.storage.warehouse import WarehouseHook
 
     data = encode_call(load_artifact("Registry").function("increment", []), [], "increment")
-    sender = TransactionSender(EvmHook("tributary_evm"), connect)
+    sender = TransactionSender(EvmHook("tributary_evm"), WarehouseHook().get_conn)
 
     def one(i: int) -> None:
         row = sender.submit(TxRequest(idempotency_key=f"{prefix}:{i}", kind="call", data=data, to=address,
@@ -105,12 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         from tributary.evm.hook import EvmHook
         from tributary.evm.indexer import IndexSpec, index_range
         from tributary.evm.transactions import TransactionSender, TxRequest
-        from tributary.storage.warehouse import connect, ensure_schema
+        from tributary.storage.warehouse import WarehouseHook
 
-        with connect() as conn:
-            ensure_schema(conn)
         artifact = load_artifact("Registry")
-        sender = TransactionSender(EvmHook("tributary_evm"), connect)
+        sender = TransactionSender(EvmHook("tributary_evm"), WarehouseHook().get_conn)
         deployed = sender.wait(sender.submit(TxRequest(idempotency_key="bench:deploy", kind="deploy",
                                                        data=artifact.bytecode, contract_name="Registry")))
         address = deployed["contract_address"]
@@ -141,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             sender.wait(row)
         hook = EvmHook("tributary_evm")
         spec = IndexSpec(indexer="bench", chain_id=31337, addresses=[address], start_block=first, chunk_size=2000)
-        with connect() as conn:
+        with WarehouseHook().session() as conn:
             result = index_range(conn, hook, spec)
             with conn.cursor() as cur:
                 cur.execute("SELECT count(*) FROM evm_event_logs"

@@ -13,9 +13,12 @@ be triggered from the UI or the REST API; see docs/evm.md for an example call.
 * `action=deploy`: deploys the build with constructor `args`, recorded in `evm_deployments`;
   deploying the same build again on the same chain is a no-op that returns the address.
 
-`args` are checked against the ABI before anything is signed (integers may be strings; bytes and
-addresses are 0x hex). Failures are classified: node unreachable -> transient (retried with
-backoff); bad args, revert, insufficient funds, wrong chain -> permanent with the reason.
+One task, `execute` (`EvmContractOperator`), takes the steps of every contract execution (as
+`stacks_contract_execution` does in three tasks): validate the request against the ABI, execute it,
+then await the receipt deferred in the triggerer. `args` are checked against the ABI before anything
+is signed (integers may be strings; bytes and addresses are 0x hex). Failures are classified: node
+unreachable -> transient (retried with backoff); bad args, revert, insufficient funds, wrong chain ->
+permanent with the reason.
 The result (XCom `return_value` of `execute`, readable via REST) holds the result or the receipt
 summary and decoded events; never the key.
 
@@ -31,6 +34,7 @@ from airflow.sdk import Param, dag
 
 from tributary.core.defaults import default_args
 from tributary.core.params import conn_id_param
+from tributary.evm import SYSTEM
 from tributary.evm.operators import EvmContractOperator
 
 
@@ -43,7 +47,7 @@ from tributary.evm.operators import EvmContractOperator
     tags=["evm", "chain", "contracts"],
     doc_md=__doc__,
     render_template_as_native_obj=True,
-    default_args=default_args("evm", retries=3, retry_delay=timedelta(seconds=10),
+    default_args=default_args(SYSTEM, retries=3, retry_delay=timedelta(seconds=10),
                               max_retry_delay=timedelta(minutes=5), execution_timeout=timedelta(minutes=30)),
     params={
         "contract": Param("Registry", type="string", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$",

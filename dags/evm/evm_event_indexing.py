@@ -28,6 +28,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from tributary.core.defaults import default_args
 from tributary.core.failfast import classified
 from tributary.core.params import conn_id_param
+from tributary.evm import SYSTEM
 from tributary.evm.assets import evm_event_logs_asset
 from tributary.evm.errors import translate
 
@@ -41,7 +42,7 @@ from tributary.evm.errors import translate
     tags=["evm", "chain", "indexing"],
     doc_md=__doc__,
     render_template_as_native_obj=True,
-    default_args=default_args("evm", retries=3, retry_delay=timedelta(seconds=15),
+    default_args=default_args(SYSTEM, retries=3, retry_delay=timedelta(seconds=15),
                               max_retry_delay=timedelta(minutes=5), execution_timeout=timedelta(hours=1)),
     params={
         "indexer": Param("default", type="string", pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
@@ -64,41 +65,25 @@ from tributary.evm.errors import translate
 )
 def evm_event_indexing():
     @task
-    @classified("evm", translate=translate)
+    @classified(SYSTEM, translate=translate)
     def index_logs(params: dict | None = None) -> dict:
-        from tributary.evm import deployments
         from tributary.evm.hook import EvmHook
-        from tributary.evm.indexer import IndexSpec, index_range
-        from tributary.storage.warehouse import connect, ensure_schema
+        from tributary.evm.indexer import index_deployed
 
-        hook = EvmHook(params["conn_id"])
-        chain_id = hook.check_chain()
-        with connect() as conn:
-            ensure_schema(conn)
-            addresses = list(params["addresses"])
-            if not addresses:
-                for name in params["contracts"]:
-                    found = deployments.find(conn, name, chain_id)
-                    if found:
-                        addresses.append(found["address"])
-            if not addresses:
-                print(f"no deployment of {params['contracts']} on chain {chain_id}: nothing to index")
-                return {"indexer": params["indexer"], "chain_id": chain_id, "logs": 0, "reorg": None,
-                        "from_block": None, "to_block": None}
-            spec = IndexSpec(indexer=params["indexer"], chain_id=chain_id, addresses=addresses,
-                             start_block=params["start_block"], reorg_window=params["reorg_window"],
-                             chunk_size=params["chunk_size"], lag=params["lag"])
-            result = index_range(conn, hook, spec, max_blocks=params["max_blocks_per_run"]).as_dict()
-        print(f"indexed: {result}")
-        return result
+        return index_deployed(EvmHook(params["conn_id"]), indexer=params["indexer"], contracts=params["contracts"],
+                              addresses=params["addresses"], start_block=params["start_block"],
+                              chunk_size=params["chunk_size"], reorg_window=params["reorg_window"],
+                              lag=params["lag"], max_blocks=params["max_blocks_per_run"])
 
     @task(outlets=[evm_event_logs_asset()])
     def publish(result: dict) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        if not result["logs"] and not result["reorg"]:
+        from tributary.evm.indexer import asset_extra
+
+        extra = asset_extra(result)
+        if extra is None:
             raise AirflowSkipException("no new logs and no reorg: no evm_event_logs event")
-        extra = {k: result[k] for k in ("indexer", "chain_id", "from_block", "to_block", "logs", "reorg")}
         get_current_context()["outlet_events"][evm_event_logs_asset()].extra = extra
         return extra
 

@@ -14,10 +14,13 @@ typed params; see docs/stacks.md.
    `stacks_transactions` (keyed by `request_id`) **before** broadcasting it, then posts it to
    `/v2/transactions`. A retry or a second run with the same `request_id` re-sends the same signed
    bytes (same txid) or returns the recorded outcome: never a second transaction.
-3. `await_confirmation` (deferrable) checks `/v3/transaction/{txid}` once; while the transaction is not
-   in a block (and `wait` is on) it defers to `StacksTransactionTrigger`, which polls in the triggerer
-   without holding a worker slot. Then it stores the result in the ledger and returns it; a mined but
-   aborted transaction (`abort_by_response`) fails the task.
+3. `await_confirmation` (`AwaitStacksTransactionOperator`, deferrable) checks `/v3/transaction/{txid}`
+   once; while the transaction is not in a block (and `wait` is on) it defers to
+   `StacksTransactionTrigger`, which polls in the triggerer without holding a worker slot. Then it
+   stores the result in the ledger and returns it; a confirmed but aborted transaction
+   (`abort_by_response`) fails the task.
+
+The same three steps as `evm_contract_execution` (validate, execute, await in the triggerer).
 
 Failures are classified: node unreachable or not mined in time -> transient (retried); invalid params,
 unknown contract or function, argument type mismatch, node rejections (BadNonce, SignatureValidation,
@@ -37,6 +40,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from tributary.core.defaults import default_args
 from tributary.core.failfast import classified
 from tributary.core.params import conn_id_param
+from tributary.stacks import SYSTEM
 from tributary.stacks.operators import AwaitStacksTransactionOperator
 
 
@@ -47,7 +51,7 @@ from tributary.stacks.operators import AwaitStacksTransactionOperator
     catchup=False,
     tags=["stacks", "clarity", "contracts"],
     doc_md=__doc__,
-    default_args=default_args("stacks", retries=3, retry_delay=timedelta(seconds=10),
+    default_args=default_args(SYSTEM, retries=3, retry_delay=timedelta(seconds=10),
                               max_retry_delay=timedelta(minutes=2), execution_timeout=timedelta(minutes=30)),
     params={
         "action": Param("read", type="string", enum=["read", "call", "deploy"],
@@ -78,39 +82,26 @@ from tributary.stacks.operators import AwaitStacksTransactionOperator
 )
 def stacks_contract_execution():
     @task
-    @classified("stacks")
+    @classified(SYSTEM)
     def validate_request(params: dict | None = None) -> dict:
         from tributary.stacks import execution
         from tributary.stacks.hook import StacksHook
 
         request = execution.ExecutionRequest.from_params(params)
-        plan = execution.validate(request, StacksHook(request.conn_id))
-        plan["request_id"] = request.request_id or get_current_context()["run_id"]
-        print(f"valid {plan['action']} of {plan['contract_id']} {plan.get('function') or ''}"
-              f" as request {plan['request_id']}")
-        return plan
+        return execution.validate(request, StacksHook(request.conn_id),
+                                  default_request_id=get_current_context()["run_id"])
 
     @task
-    @classified("stacks")
+    @classified(SYSTEM)
     def execute(plan: dict, params: dict | None = None) -> dict:
         from tributary.stacks import execution
         from tributary.stacks.hook import StacksHook
-        from tributary.storage.warehouse import connect, ensure_schema
 
         request = execution.ExecutionRequest.from_params(params)
-        hook = StacksHook(request.conn_id)
-        if plan["action"] == "read":
-            result = execution.read(plan, hook)
-            print(f"{plan['contract_id']}.{plan['function']} -> {result['result_repr']}")
-            return result
-        with connect() as conn:
-            ensure_schema(conn)
-            record = execution.submit(plan, request, hook, conn, request_id=plan["request_id"],
-                                      dag_run_id=get_current_context()["run_id"])
-        print(f"{plan['action']} {plan['contract_id']}: txid {record['txid']} nonce {record['nonce']}"
-              f" ({record['status']})")
-        return record
+        return execution.execute(plan, request, StacksHook(request.conn_id),
+                                 dag_run_id=get_current_context()["run_id"])
 
     AwaitStacksTransactionOperator(task_id="await_confirmation", outcome=execute(validate_request()))
+
 
 stacks_contract_execution()

@@ -16,11 +16,11 @@ def main() -> None:
     from tributary.evm.contracts import encode_call, load_artifact
     from tributary.evm.hook import EvmHook
     from tributary.evm.transactions import TransactionSender, TxRequest
-    from tributary.storage.warehouse import connect
+    from tributary.storage.warehouse import WarehouseHook
 
     entry = load_artifact("Registry").function("increment", [])
     data = encode_call(entry, [], "increment")
-    sender = TransactionSender(EvmHook(conn_id), connect)
+    sender = TransactionSender(EvmHook(conn_id), WarehouseHook().get_conn)
 
     def send(i: int) -> dict:
         row = sender.submit(TxRequest(idempotency_key=f"{prefix}:{i}", kind="call", data=data, to=address,

@@ -61,10 +61,9 @@ def evm_env(anvil: AnvilHandle, warehouse: Any) -> Iterator[dict[str, str]]:
 @pytest.fixture
 def db(evm_env: dict[str, str]) -> Iterator[Any]:
     """A psycopg 3 connection (through the Postgres provider) with the schema applied."""
-    from tributary.storage.warehouse import connect, ensure_schema
+    from tributary.storage.warehouse import WarehouseHook
 
-    conn = connect()
-    ensure_schema(conn)
+    conn = WarehouseHook().get_conn()
     yield conn
     conn.rollback()
     conn.close()
@@ -73,9 +72,9 @@ def db(evm_env: dict[str, str]) -> Iterator[Any]:
 def make_sender(conn_id: str = "tributary_evm") -> Any:
     from tributary.evm.hook import EvmHook
     from tributary.evm.transactions import TransactionSender
-    from tributary.storage.warehouse import connect
+    from tributary.storage.warehouse import WarehouseHook
 
-    return TransactionSender(EvmHook(conn_id), connect)
+    return TransactionSender(EvmHook(conn_id), WarehouseHook().get_conn)
 
 
 @pytest.fixture(scope="session")
@@ -83,10 +82,7 @@ def registry(evm_env: dict[str, str]) -> str:
     """A Registry deployed once for the session (account 0, outside the deployments registry)."""
     from tributary.evm.contracts import load_artifact
     from tributary.evm.transactions import TxRequest
-    from tributary.storage.warehouse import connect, ensure_schema
 
-    with connect() as conn:
-        ensure_schema(conn)
     sender = make_sender()
     artifact = load_artifact("Registry")
     row = sender.submit(TxRequest(idempotency_key="fixture:registry", kind="deploy", data=artifact.bytecode,

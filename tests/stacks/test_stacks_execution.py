@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -10,6 +11,8 @@ import pytest
 from tributary.core.errors import PermanentError
 from tributary.stacks import execution, ledger
 from tributary.stacks.hook import StacksHook, StacksRejection
+
+pytestmark = [pytest.mark.postgres, pytest.mark.devnet]
 
 
 def _request(conn_id: str, **params: Any) -> execution.ExecutionRequest:
@@ -107,7 +110,7 @@ def test_a_rejected_broadcast_is_recorded(stacks_conn: dict[str, str], stacks_le
         execution.await_outcome(row, request, hook, stacks_ledger)
 
 
-def test_the_trigger_yields_mined_or_timeout_and_serializes_its_arguments(stacks_conn: dict[str, str],
+def test_the_trigger_yields_confirmed_or_timeout_and_serializes_its_arguments(stacks_conn: dict[str, str],
                                                                           stacks_ledger: Any) -> None:
     import asyncio
 
@@ -122,9 +125,9 @@ def test_the_trigger_yields_mined_or_timeout_and_serializes_its_arguments(stacks
             return event.payload
         raise AssertionError("no event")
 
-    mined = asyncio.run(first_event(StacksTransactionTrigger(conn_id, txid, poll_interval=0.1, timeout=5)))
-    assert mined["status"] == "mined" and mined["outcome"]["tx_status"] == "success"
-    assert mined["outcome"]["result"] == {"type": "bool", "value": True}
+    confirmed = asyncio.run(first_event(StacksTransactionTrigger(conn_id, txid, poll_interval=0.1, timeout=5)))
+    assert confirmed["status"] == "confirmed" and confirmed["outcome"]["tx_status"] == "success"
+    assert confirmed["outcome"]["result"] == {"type": "bool", "value": True}
     waiting = StacksTransactionTrigger(conn_id, "ab" * 32, poll_interval=0.1, timeout=0.3)
     assert asyncio.run(first_event(waiting)) == {"status": "timeout", "txid": "ab" * 32}
     classpath, kwargs = waiting.serialize()
@@ -154,7 +157,7 @@ def test_the_operator_defers_while_the_transaction_is_not_in_a_block(stacks_conn
     with pytest.raises(TaskDeferred) as deferred:
         op.execute({"params": params})
     assert deferred.value.trigger.serialize()[1]["txid"] == unsent.txid
-    assert deferred.value.trigger.timeout == 7
+    assert deferred.value.trigger.deadline == pytest.approx(time.time() + 7, abs=5)  # wait_timeout from now
 
     with pytest.raises(TransientError, match="not in a block"):
         op.execute_complete({"params": params}, {"status": "timeout", "txid": unsent.txid})
@@ -162,6 +165,6 @@ def test_the_operator_defers_while_the_transaction_is_not_in_a_block(stacks_conn
         op.execute_complete({"params": params}, {"status": "error", "txid": unsent.txid, "message": "HTTP 401",
                                                  "reason": "http:401:credentials"})
     hook.broadcast(unsent.raw)
-    final = op.execute_complete({"params": params}, {"status": "mined", "txid": unsent.txid})
+    final = op.execute_complete({"params": params}, {"status": "confirmed", "txid": unsent.txid})
     assert final["status"] == "confirmed" and final["result_repr"] == "true"
     assert request.wait  # the request the params describe waits

@@ -11,8 +11,7 @@ import re
 from typing import Any
 
 from tributary.core.errors import PermanentError, TransientError, TributaryError, classify
-
-SYSTEM = "evm"
+from tributary.evm import SYSTEM
 
 
 class ContractReverted(PermanentError):

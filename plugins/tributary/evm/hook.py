@@ -20,7 +20,8 @@ from tributary.core.errors import DataError, PermanentError, TransientError
 from tributary.core.hooks import TributaryHook
 from tributary.core.masking import mask_secret
 from tributary.core.retry import RetryPolicy
-from tributary.evm.errors import SYSTEM, AlreadyKnown, ChainMismatch, NonceTooLow, translate
+from tributary.evm import SYSTEM
+from tributary.evm.errors import AlreadyKnown, ChainMismatch, NonceTooLow, translate
 
 GWEI = 10**9
 
@@ -271,11 +272,11 @@ class EvmHook(TributaryHook):
     def get_code(self, address: str) -> str:
         return self.call_rpc("eth_getCode", [address, "latest"])
 
-    def get_receipt(self, tx_hash: str) -> dict[str, Any] | None:
-        return self.call_rpc("eth_getTransactionReceipt", [tx_hash])
+    def get_receipt(self, txid: str) -> dict[str, Any] | None:
+        return self.call_rpc("eth_getTransactionReceipt", [txid])
 
-    def get_transaction(self, tx_hash: str) -> dict[str, Any] | None:
-        return self.call_rpc("eth_getTransactionByHash", [tx_hash])
+    def get_transaction(self, txid: str) -> dict[str, Any] | None:
+        return self.call_rpc("eth_getTransactionByHash", [txid])
 
     def eth_call(self, tx: dict[str, Any], block: str = "latest") -> str:
         """``eth_call``; a revert raises :class:`ContractReverted` with the reason."""
@@ -324,7 +325,7 @@ class EvmHook(TributaryHook):
 
     # ----------------------------------------------------------------- signing and sending
     def sign(self, tx: dict[str, Any]) -> tuple[str, str]:
-        """Sign an EIP-1559 transaction dict locally; returns (tx_hash, raw_tx) as 0x hex."""
+        """Sign an EIP-1559 transaction dict locally; returns (txid, raw_tx) as 0x hex."""
         self.check_chain()
         try:
             signed = self.account.sign_transaction(tx)
@@ -332,23 +333,23 @@ class EvmHook(TributaryHook):
             raise translate(exc) from None
         return to_hex(signed.hash), to_hex(signed.raw_transaction)
 
-    def send_raw(self, raw_tx: str, tx_hash: str | None = None) -> str:
+    def send_raw(self, raw_tx: str, txid: str | None = None) -> str:
         """``eth_sendRawTransaction``. A node that already has the transaction counts as success.
 
         Not retried here: the caller decides (a repeat of the same raw bytes is safe, see the ledger).
         """
-        if tx_hash is None:
+        if txid is None:
             from eth_utils import keccak
 
-            tx_hash = to_hex(keccak(hexstr=raw_tx))
+            txid = to_hex(keccak(hexstr=raw_tx))
         try:
             return self.rpc("eth_sendRawTransaction", [raw_tx])
         except AlreadyKnown:
-            return tx_hash
+            return txid
         except NonceTooLow:
             # Nodes answer "nonce too low" to a repeat of a transaction that is already mined.
-            if self.get_transaction(tx_hash) is not None:
-                return tx_hash
+            if self.get_transaction(txid) is not None:
+                return txid
             raise
 
     # ----------------------------------------------------------------- connection test

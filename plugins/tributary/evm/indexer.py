@@ -9,6 +9,9 @@ indexed again. A reorg deeper than the window is a security failure (nothing is 
 Chunks are written in one database transaction each (COPY into a temporary table, then upsert on
 (indexer, chain_id, block_number, log_index)), together with the checkpoint: a crash loses at most
 one chunk of work and a re-run is idempotent.
+
+:func:`index_deployed` is the whole ``evm_event_indexing`` step (addresses from the deployments
+registry, the warehouse opened through ``WarehouseHook``); :func:`asset_extra` what its Asset says.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tributary.core.errors import SecurityError, TransientError
-from tributary.evm.errors import SYSTEM
+from tributary.evm import SYSTEM, deployments
+from tributary.storage import WAREHOUSE_CONN_ID
 
 log = logging.getLogger(__name__)
 
@@ -238,3 +242,38 @@ def index_range(conn: Any, hook: Any, spec: IndexSpec, *, max_blocks: int | None
         low = high + 1
     result.seconds = time.monotonic() - started
     return result
+
+
+def index_deployed(hook: Any, *, indexer: str, contracts: list[str], addresses: list[str], start_block: int = 0,
+                   chunk_size: int = 2000, reorg_window: int = 64, lag: int = 0, max_blocks: int | None = None,
+                   warehouse_conn_id: str = WAREHOUSE_CONN_ID) -> dict[str, Any]:
+    """Index the logs of ``addresses`` (empty: the registered deployments of ``contracts`` on the
+    hook's chain) from the indexer's checkpoint; the :class:`IndexResult` as a dict. Nothing to index
+    (no address, no deployment) is a result with 0 logs, not an error."""
+    from tributary.storage.warehouse import WarehouseHook
+
+    chain_id = hook.check_chain()
+    with WarehouseHook(warehouse_conn_id).session() as conn:
+        addresses = list(addresses)
+        if not addresses:
+            for name in contracts:
+                found = deployments.find(conn, name, chain_id)
+                if found:
+                    addresses.append(found["address"])
+        if not addresses:
+            log.info("no deployment of %s on chain %d: nothing to index", contracts, chain_id)
+            return {"indexer": indexer, "chain_id": chain_id, "logs": 0, "reorg": None, "from_block": None,
+                    "to_block": None}
+        spec = IndexSpec(indexer=indexer, chain_id=chain_id, addresses=addresses, start_block=start_block,
+                         reorg_window=reorg_window, chunk_size=chunk_size, lag=lag)
+        result = index_range(conn, hook, spec, max_blocks=max_blocks).as_dict()
+    log.info("indexed: %s", result)
+    return result
+
+
+def asset_extra(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``extra`` of the ``evm_event_logs`` Asset event for an indexing result; None when nothing
+    changed (no new logs and no reorg: no event)."""
+    if not result["logs"] and not result["reorg"]:
+        return None
+    return {k: result[k] for k in ("indexer", "chain_id", "from_block", "to_block", "logs", "reorg")}

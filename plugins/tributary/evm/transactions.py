@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tributary.core.errors import PermanentError, TransientError, TributaryError
-from tributary.evm.errors import SYSTEM, NonceTooLow
+from tributary.evm import SYSTEM
+from tributary.evm.errors import NonceTooLow
 from tributary.evm.hook import EvmHook
 from tributary.evm.nonces import NonceManager
 
@@ -76,9 +77,9 @@ class Ledger:
             row = cur.fetchone()
         return row_to_dict(row) if row else None
 
-    def get_by_hash(self, tx_hash: str) -> dict[str, Any] | None:
+    def get_by_txid(self, txid: str) -> dict[str, Any] | None:
         with self.conn.cursor() as cur:
-            cur.execute(f"SELECT {', '.join(_COLUMNS)} FROM evm_transactions WHERE tx_hash = %s", (tx_hash,))
+            cur.execute(f"SELECT {', '.join(_COLUMNS)} FROM evm_transactions WHERE tx_hash = %s", (txid,))
             row = cur.fetchone()
         self.conn.commit()
         return row_to_dict(row) if row else None
@@ -184,7 +185,7 @@ class TransactionSender:
             raise
         for _attempt in range(5):
             lease = self.nonces.allocate(chain_id, sender)
-            tx_hash: str | None = None
+            txid: str | None = None
             try:
                 unsigned = {"type": 2, "chainId": chain_id, "nonce": lease.nonce, "gas": gas_limit,
                             "maxFeePerGas": fees.max_fee_per_gas,
@@ -194,21 +195,21 @@ class TransactionSender:
                     from eth_utils import to_checksum_address
 
                     unsigned["to"] = to_checksum_address(req.to)
-                tx_hash, raw = self.hook.sign(unsigned)
+                txid, raw = self.hook.sign(unsigned)
                 self.ledger.update(chain_id, req.idempotency_key, status="signed", nonce=lease.nonce,
-                                   tx_hash=tx_hash, raw_tx=raw, gas_limit=gas_limit,
+                                   tx_hash=txid, raw_tx=raw, gas_limit=gas_limit,
                                    max_fee_per_gas=fees.max_fee_per_gas,
                                    max_priority_fee_per_gas=fees.max_priority_fee_per_gas, error=None)
-                self.hook.send_raw(raw, tx_hash)
+                self.hook.send_raw(raw, txid)
             except NonceTooLow:
                 log.warning("nonce %d of %s was used outside this manager; allocating again", lease.nonce, sender)
                 lease.discard()
                 continue
             except BaseException as exc:
                 reached = False
-                if tx_hash is not None:
+                if txid is not None:
                     try:
-                        reached = self.hook.get_transaction(tx_hash) is not None
+                        reached = self.hook.get_transaction(txid) is not None
                     except Exception:
                         reached = False
                 if not reached:

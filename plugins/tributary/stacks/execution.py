@@ -1,6 +1,12 @@
-"""What ``stacks_contract_execution`` does, step by step: validate a request against the contract's
-interface, run a read-only call, or sign + broadcast a contract call / deploy exactly once per request
-id (through the ``stacks_transactions`` ledger), then wait for its block.
+"""What ``stacks_contract_execution`` does, step by step, in the same shape as EVM's execution:
+
+1. :func:`validate` a request against the contract's interface;
+2. :func:`execute` it: a read-only call answers at once; a contract call / deploy is signed and
+   broadcast exactly once per request id (through the ``stacks_transactions`` ledger);
+3. await its block: the operator defers to :class:`~tributary.stacks.triggers.StacksTransactionTrigger`
+   while :func:`pending_txid` names a transaction not in a block yet, then :func:`finish` records it.
+
+The ledger is reached through ``WarehouseHook`` (``warehouse_conn_id``).
 
 Nothing is signed before the request is valid: the contract must exist (or, for a deploy, its source
 must be in ``include/contracts``), the function must have the right access, and every argument must
@@ -9,6 +15,7 @@ fit the interface's type.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -16,24 +23,26 @@ from pathlib import Path
 from typing import Any
 
 from tributary.core.errors import PermanentError
-from tributary.stacks import ledger
+from tributary.stacks import SYSTEM, ledger
 from tributary.stacks.c32 import AddressError, check_contract_name, split_contract_id
 from tributary.stacks.clarity import ClarityError, check_function_args, from_json, to_python, to_repr
 from tributary.stacks.hook import StacksHook, StacksRejection
 from tributary.stacks.transactions import PostConditionMode, TransactionError
+from tributary.storage import WAREHOUSE_CONN_ID
+from tributary.storage.warehouse import WarehouseHook, include_dir
+
+log = logging.getLogger(__name__)
 
 ACTIONS = ("read", "call", "deploy")
 _SOURCE_FILE = re.compile(r"^[A-Za-z0-9_-]+\.clar$")
 
 
 def contracts_dir() -> Path:
-    from tributary.storage.warehouse import include_dir
-
     return include_dir() / "contracts"
 
 
 def _invalid(message: str, reason: str = "invalid_request") -> PermanentError:
-    return PermanentError(message, system="stacks", reason=reason)
+    return PermanentError(message, system=SYSTEM, reason=reason)
 
 
 @dataclass(frozen=True)
@@ -92,17 +101,20 @@ def read_source(request: ExecutionRequest, name: str) -> str:
         raise _invalid(f"no contract source {file_name} in {contracts_dir()}", "no_source") from None
 
 
-def validate(request: ExecutionRequest, hook: StacksHook) -> dict[str, Any]:
-    """The plan of a valid request (JSON-safe, no secrets); permanent errors for anything invalid."""
+def validate(request: ExecutionRequest, hook: StacksHook, *, default_request_id: str | None = None,
+             ) -> dict[str, Any]:
+    """The plan of a valid request (JSON-safe, no secrets); permanent errors for anything invalid.
+    ``default_request_id`` (the run id in the DAG) is the request id when the request names none."""
     address, name = resolve_contract(request, hook)
     plan: dict[str, Any] = {"action": request.action, "contract_address": address, "contract_name": name,
                             "contract_id": f"{address}.{name}",
                             "function": request.function if request.action != "deploy" else None, "args": [],
-                            "request_id": request.request_id}
+                            "request_id": request.request_id or default_request_id}
     if request.action == "deploy":
         source = read_source(request, name)
         plan["source_file"] = request.source_file or f"{name}.clar"
         plan["source_bytes"] = len(source.encode())
+        _log_valid(plan)
         return plan
     try:
         args = [from_json(a) for a in request.args]
@@ -118,7 +130,13 @@ def validate(request: ExecutionRequest, hook: StacksHook) -> dict[str, Any]:
         raise _invalid(str(exc), "invalid_args") from exc
     plan["args"] = [a.to_json() for a in args]
     plan["outputs"] = entry.get("outputs")
+    _log_valid(plan)
     return plan
+
+
+def _log_valid(plan: Mapping[str, Any]) -> None:
+    log.info("valid %s of %s %s as request %s", plan["action"], plan["contract_id"], plan.get("function") or "",
+             plan["request_id"])
 
 
 def read(plan: Mapping[str, Any], hook: StacksHook) -> dict[str, Any]:
@@ -153,7 +171,7 @@ def submit(plan: Mapping[str, Any], request: ExecutionRequest, hook: StacksHook,
             raise
         if txid != row["txid"]:
             raise PermanentError(f"node answered txid {txid}, the signed transaction is {row['txid']}",
-                                 system="stacks", reason="txid_mismatch")
+                                 system=SYSTEM, reason="txid_mismatch")
     return ledger.summary(ledger.update(conn, request_id, status="broadcast"))
 
 
@@ -196,11 +214,44 @@ def await_outcome(record: Mapping[str, Any], request: ExecutionRequest, hook: St
     summary = ledger.summary(row)
     if row["status"] == "failed":
         raise PermanentError(f"transaction {row['txid']} was mined but aborted ({row['tx_status']}):"
-                             f" {row['result_repr']}", system="stacks", reason=f"tx:{row['tx_status']}")
+                             f" {row['result_repr']}", system=SYSTEM, reason=f"tx:{row['tx_status']}")
     if row["status"] == "rejected":
         raise PermanentError(f"transaction {row['txid']} was rejected by the node: {row['error']}",
-                             system="stacks", reason="tx:rejected")
+                             system=SYSTEM, reason="tx:rejected")
     return summary
+
+
+def execute(plan: Mapping[str, Any], request: ExecutionRequest, hook: StacksHook, *, dag_run_id: str | None = None,
+            warehouse_conn_id: str = WAREHOUSE_CONN_ID) -> dict[str, Any]:
+    """Step 2: the decoded value of a read, or the ledger record of the call / deploy sent for
+    ``plan["request_id"]`` (sent once: a repeat re-sends the same bytes or returns the outcome)."""
+    if plan["action"] == "read":
+        result = read(plan, hook)
+        log.info("%s.%s -> %s", plan["contract_id"], plan["function"], result["result_repr"])
+        return result
+    with WarehouseHook(warehouse_conn_id).session() as conn:
+        record = submit(plan, request, hook, conn, request_id=str(plan["request_id"]), dag_run_id=dag_run_id)
+    log.info("%s %s: txid %s nonce %s (%s)", plan["action"], plan["contract_id"], record["txid"], record["nonce"],
+             record["status"])
+    return record
+
+
+def pending_txid(record: Mapping[str, Any], hook: StacksHook, *,
+                 warehouse_conn_id: str = WAREHOUSE_CONN_ID) -> str | None:
+    """The txid still to wait for: None when the ledger holds a final status or the node has the
+    transaction in a block already (no need to defer)."""
+    with WarehouseHook(warehouse_conn_id).session() as conn:
+        row = ledger.get(conn, str(record["request_id"])) or record
+    if row["status"] in ledger.FINAL_STATUSES or hook.get_transaction(row["txid"]) is not None:
+        return None
+    return str(row["txid"])
+
+
+def finish(record: Mapping[str, Any], request: ExecutionRequest, hook: StacksHook, *,
+           warehouse_conn_id: str = WAREHOUSE_CONN_ID) -> dict[str, Any]:
+    """Step 3's end: :func:`await_outcome` on the warehouse (the ledger row; aborted -> permanent)."""
+    with WarehouseHook(warehouse_conn_id).session() as conn:
+        return await_outcome(record, request, hook, conn)
 
 
 def request_as_dict(request: ExecutionRequest) -> dict[str, Any]:

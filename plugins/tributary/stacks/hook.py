@@ -23,6 +23,7 @@ from tributary.core.errors import DataError, ErrorClass, PermanentError, Transie
 from tributary.core.hooks import TributaryHook
 from tributary.core.masking import mask_secret
 from tributary.core.retry import RetryPolicy
+from tributary.stacks import SYSTEM
 from tributary.stacks.clarity import CV, ClarityError, deserialize, to_repr
 from tributary.stacks.transactions import (
     Network,
@@ -49,7 +50,7 @@ class StacksRejection(PermanentError):
         self.reason_data = document.get("reason_data")
         self.txid = document.get("txid")
         detail = f" {json.dumps(self.reason_data, sort_keys=True)}" if self.reason_data else ""
-        super().__init__(f"node rejected transaction {self.txid}: {self.node_reason}{detail}", system="stacks",
+        super().__init__(f"node rejected transaction {self.txid}: {self.node_reason}{detail}", system=SYSTEM,
                          reason=f"rejected:{self.node_reason}")
         if self.node_reason.startswith("Signature"):
             # A signature that does not verify is a key or tampering problem: security class, high severity.
@@ -105,7 +106,7 @@ class StacksHook(TributaryHook):
     default_conn_name = "tributary_stacks"
     conn_type = "tributary_stacks"
     hook_name = "Tributary: Stacks node"
-    system = "stacks"
+    system = SYSTEM
     default_timeout = 30.0
     default_fee: ClassVar[int] = 10_000
 
