@@ -37,8 +37,6 @@ class ExecutionRequest:
     function: str | None = None
     args: list[Any] = field(default_factory=list)
     value_wei: Any = 0
-    address: str | None = None
-    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ class EvmContractOperator(BaseOperator):
         with self._step() as (hook, sender):
             plan = execution.validate(execution.ExecutionRequest(
                 contract=self.contract, action=self.action, function=self.function, args=self.args,
-                value_wei=self.value_wei, address=self.address, idempotency_key=self.idempotency_key))
+                value_wei=self.value_wei))
             ti = context.get("ti")
             done = execution.execute(plan, hook, sender, address=self.address, idempotency_key=self.idempotency_key,
                                      run_key=f"{ti.dag_id}:{ti.run_id}:{ti.task_id}" if ti else None)
