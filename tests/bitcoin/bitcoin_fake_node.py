@@ -1,4 +1,20 @@
-"""A fake Bitcoin Core JSON-RPC server (http.server in a thread), for the hook tests."""
+"""A fake Bitcoin Core JSON-RPC server (http.server in a thread): the place for answers the devnet cannot give.
+
+The Bitcoin peer of the tests is the regtest devnet (``devnets/bitcoin``, fixtures ``regtest`` and
+``regtest_node`` in ``conftest.py``): a test of what a node normally answers, errors included (bad
+credentials, unknown block, height out of range, a rejected or already known transaction, the wrong
+chain), runs against it. This fake node is only for what the devnet cannot be made to answer on
+demand:
+
+* malformed answers: not JSON, not JSON-RPC, a wrong id, neither result nor error, a batch with items
+  missing (``raw``);
+* other versions of Core: pre-v28 envelopes (HTTP 500/404 with a JSON body), other reject wordings;
+* answers in a shape or timing we script: batch items out of order (``reverse_batches``), warm-up
+  errors then success, an answer after the client's timeout (``delay``), a block other than the one
+  asked for.
+
+A new test that only needs a normal answer belongs with the devnet (``test_bitcoin_hook_devnet.py``).
+"""
 
 from __future__ import annotations
 

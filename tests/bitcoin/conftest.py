@@ -1,4 +1,5 @@
-"""Fixtures of the Bitcoin tests: a fake Bitcoin Core node and Connections pointing at it."""
+"""Fixtures of the Bitcoin tests: the regtest devnet, their Bitcoin peer, and the Connection pointing at it;
+the fake node (``bitcoin_fake_node.py``) for the answers the devnet cannot give (see its docstring)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from bitcoin_fake_node import FakeNode
 
 @pytest.fixture
 def node() -> Iterator[FakeNode]:
+    """The fake node: malformed or scripted answers only."""
     fake = FakeNode()
     yield fake
     fake.close()
