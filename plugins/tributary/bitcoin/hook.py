@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 from tributary.bitcoin import SYSTEM
+from tributary.bitcoin.addresses import normalize_network
 from tributary.bitcoin.amounts import SATS_PER_BTC
 from tributary.core.errors import (
     DataError,
@@ -77,7 +78,6 @@ IDEMPOTENT_METHODS = frozenset({
 # Default RPC ports by Core chain name (used when the Connection has a host but no port).
 DEFAULT_RPC_PORTS = {"main": 8332, "test": 18332, "testnet4": 48332, "signet": 38332, "regtest": 18443}
 CHAINS = tuple(DEFAULT_RPC_PORTS)
-_CHAIN_ALIASES = {"mainnet": "main", "bitcoin": "main", "testnet": "test", "testnet3": "test"}
 # -26 / -27 messages that mean "this transaction is already known": a repeated broadcast succeeded.
 _ALREADY_KNOWN = ("txn-already-known", "txn-already-in-mempool", "already in block chain",
                   "already in utxo set", "outputs already in utxo set")
@@ -105,11 +105,13 @@ def sats_to_btc(sats: int) -> Decimal:
 
 
 def normalize_chain(name: str) -> str:
-    chain = _CHAIN_ALIASES.get(name.strip().lower(), name.strip().lower())
-    if chain not in DEFAULT_RPC_PORTS:
+    """Core's chain name for a Connection's ``network`` extra (aliases as the address tables take them);
+    an unknown one is a configuration mistake, so a permanent error."""
+    try:
+        return normalize_network(name)
+    except ValueError as exc:
         raise PermanentError(f"unknown bitcoin network {name!r}; expected one of {', '.join(CHAINS)}",
-                             system=SYSTEM, reason="config:network")
-    return chain
+                             system=SYSTEM, reason="config:network") from exc
 
 
 def _encode(document: Any) -> bytes:
