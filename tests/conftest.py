@@ -30,6 +30,40 @@ import pytest  # noqa: E402
 
 from tributary.storage.embedded import WarehouseLocation, drop_database, provision, stop_embedded  # noqa: E402
 
+# --------------------------------------------------------------------------- what each test needs
+# Every test says what it needs with one of these markers (registered in pyproject.toml), so that
+# `pytest -m unit` is a fast run that needs nothing but this process. Collection fails otherwise.
+NEEDS = ("unit", "postgres", "devnet", "e2e")
+# Fixtures that reach outside the process. ``warehouse`` sits under every PostgreSQL fixture (pg, pg3,
+# evm_env, lifecycle_env, private_dag_bundle, ...); the others start a chain, a Web5 peer or a devnet tool.
+POSTGRES_FIXTURES = frozenset({"warehouse"})
+DEVNET_FIXTURES = frozenset({"regtest_node", "private_node", "devnet", "devnet_process", "anvil", "stacks_devnet",
+                             "reference", "did_devnet", "dwn_peers", "dwn_server"})
+
+
+def marker_problems(item: pytest.Item) -> list[str]:
+    """Why ``item``'s need markers are missing or disagree with the fixtures it requests (empty if fine)."""
+    marks = {mark.name for mark in item.iter_markers()} & set(NEEDS)
+    if not marks:
+        return [f"{item.nodeid}: no marker says what it needs; add one of {', '.join(NEEDS)} (pytestmark or decorator)"]
+    fixtures = set(getattr(item, "fixturenames", ()))
+    problems = []
+    if "unit" in marks and len(marks) > 1:
+        others = ", ".join(sorted(marks - {"unit"}))
+        problems.append(f"{item.nodeid}: marked unit and {others}, but unit means it needs nothing")
+    for needed, found in (("postgres", fixtures & POSTGRES_FIXTURES), ("devnet", fixtures & DEVNET_FIXTURES)):
+        if found and needed not in marks:
+            problems.append(f"{item.nodeid}: uses {', '.join(sorted(found))} (itself or through a fixture) "
+                            f"but is not marked {needed}")
+    return problems
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: a run of one group still checks every collected test
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    problems = [problem for item in items for problem in marker_problems(item)]
+    if problems:
+        raise pytest.UsageError("tests whose markers are missing or wrong:\n  " + "\n  ".join(problems))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _stop_private_postgres() -> Iterator[None]:
@@ -93,7 +127,9 @@ class HttpSink:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll: shutdown() waits for the serving loop to notice, 0.5 s per sink by default.
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
         self.thread.start()
 
     def posted_json(self) -> list[dict[str, Any]]:

@@ -27,6 +27,8 @@ from tributary.bitcoin.parse import (
 )
 from tributary.core.errors import DataError
 
+pytestmark = pytest.mark.unit
+
 DATA = SHARED / "data" / "bitcoin"
 
 GENESIS = "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f"

@@ -58,6 +58,7 @@ def _track(pg: Any, chain: str, **kwargs: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- pure logic
+@pytest.mark.unit
 def test_weighted_percentiles_follow_core_getblockstats() -> None:
     from tributary.bitcoin.mempool import weighted_percentiles
 
@@ -67,6 +68,7 @@ def test_weighted_percentiles_follow_core_getblockstats() -> None:
     assert weighted_percentiles([]) == [None] * 5
 
 
+@pytest.mark.unit
 def test_summarize_mempool_counts_fees_and_bins() -> None:
     from tributary.bitcoin.mempool import summarize_mempool
 
@@ -78,6 +80,7 @@ def test_summarize_mempool_counts_fees_and_bins() -> None:
     assert [(b["min"], b["max"], b["count"]) for b in snap.histogram] == [(2, 3, 1), (20, 30, 1)]
 
 
+@pytest.mark.unit
 def test_decide_marks_a_vanished_tx_dropped_without_a_conflicting_spend() -> None:
     from tributary.bitcoin.mempool import Spender, Watch, decide
 
@@ -91,6 +94,7 @@ def test_decide_marks_a_vanished_tx_dropped_without_a_conflicting_spend() -> Non
     assert decide(Watch(txid="a" * 64), None, None, now=now, tip_height=11).status == "unseen"
 
 
+@pytest.mark.unit
 def test_malformed_txids_are_a_permanent_error() -> None:
     from tributary.bitcoin.mempool import normalize_txids
     from tributary.core.errors import PermanentError
@@ -102,6 +106,8 @@ def test_malformed_txids_are_a_permanent_error() -> None:
 
 
 # --------------------------------------------------------------------------- against the devnet
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_snapshot_matches_getrawmempool(regtest: Any, pg: Any, label: str) -> None:
     from tributary.bitcoin.mempool import store_snapshot, summarize_mempool
 
@@ -122,6 +128,8 @@ def test_snapshot_matches_getrawmempool(regtest: Any, pg: Any, label: str) -> No
     assert row[4] >= 1
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_watched_tx_goes_unseen_mempool_confirmed(regtest: Any, pg: Any, label: str) -> None:
     from tributary.bitcoin.mempool import add_watches
 
@@ -150,6 +158,8 @@ def test_a_watched_tx_goes_unseen_mempool_confirmed(regtest: Any, pg: Any, label
     assert _watched(pg, label, txid)["confirmations"] == 3
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_fee_bumped_tx_is_marked_replaced_by_the_new_txid(regtest: Any, pg: Any, label: str) -> None:
     from tributary.bitcoin.mempool import add_watches
 
@@ -170,6 +180,8 @@ def test_a_fee_bumped_tx_is_marked_replaced_by_the_new_txid(regtest: Any, pg: An
         "replaced", bumped)
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_replacement_found_in_a_block_marks_the_original_replaced(regtest: Any, pg: Any, label: str) -> None:
     from tributary.bitcoin.mempool import add_watches
 
@@ -183,6 +195,8 @@ def test_a_replacement_found_in_a_block_marks_the_original_replaced(regtest: Any
         "replaced", bumped)
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_tx_that_vanishes_without_a_conflicting_spend_is_dropped(tmp_path: Path, pg: Any, label: str,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from devnets.bitcoin.process import start_devnet
@@ -215,6 +229,8 @@ def test_a_tx_that_vanishes_without_a_conflicting_spend_is_dropped(tmp_path: Pat
     assert (state["status"], state["replaced_by"], state["confirmations"]) == ("dropped", None, 0)
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_fee_estimates_are_stored_per_target(regtest: Any, pg: Any, label: str) -> None:
     from tributary.bitcoin.mempool import estimate_fees, store_fee_estimates
 
@@ -240,6 +256,8 @@ def _dag() -> Any:
     return bag.get_dag(DAG_ID)
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_dag_runs_snapshot_estimate_and_track_a_watched_tx(regtest: Any, pg: Any, project_dags: Path,
                                                            label: str) -> None:
     dag = _dag()
@@ -268,6 +286,7 @@ def test_dag_runs_snapshot_estimate_and_track_a_watched_tx(regtest: Any, pg: Any
     assert (state["status"], state["block_hash"], state["label"]) == ("confirmed", block, "rest")
 
 
+@pytest.mark.unit
 def test_a_malformed_txid_in_the_conf_is_refused_with_a_clear_error(project_dags: Path) -> None:
     with pytest.raises(Exception, match="watch_txids") as info:
         _dag().test(run_conf={"watch_txids": ["not-a-txid"]})

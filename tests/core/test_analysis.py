@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
+
 from tributary.core.analysis import fetch_aggregates, find_spikes, summarize, write_report
 
 DAY = date(2026, 3, 10)
@@ -16,6 +18,7 @@ def _row(day: date, failures: int, error_class: str = "transient", system: str =
             "retries": 0, "successes": 0}
 
 
+@pytest.mark.unit
 def test_a_day_far_above_its_trailing_average_is_a_spike() -> None:
     rows = [_row(DAY - timedelta(days=d), 1) for d in range(1, 8)] + [_row(DAY, 9)]
     spikes = find_spikes(rows, DAY, window=7, factor=2.0, min_count=3)
@@ -24,12 +27,14 @@ def test_a_day_far_above_its_trailing_average_is_a_spike() -> None:
     assert spikes[0].count == 9 and spikes[0].trailing_mean == 1.0
 
 
+@pytest.mark.unit
 def test_steady_failures_and_small_counts_are_not_spikes() -> None:
     steady = [_row(DAY - timedelta(days=d), 5) for d in range(0, 8)]
     assert find_spikes(steady, DAY) == []
     assert find_spikes([_row(DAY, 2)], DAY, min_count=3) == []
 
 
+@pytest.mark.unit
 def test_summary_counts_today_by_class_system_and_dag() -> None:
     rows = [_row(DAY, 2), _row(DAY, 1, "security", "dwn", "dwn_data_replication"), _row(DAY - timedelta(1), 4)]
     summary = summarize(rows, DAY)
@@ -39,6 +44,7 @@ def test_summary_counts_today_by_class_system_and_dag() -> None:
     assert summary["failures_in_window"] == 7
 
 
+@pytest.mark.unit
 def test_report_is_written_with_chart_and_spikes(tmp_path) -> None:
     rows = [_row(DAY - timedelta(days=d), 1) for d in range(1, 8)] + [_row(DAY, 12, "data", "ml", "ml_pipeline")]
     result = write_report(rows, DAY, 7, tmp_path)
@@ -51,6 +57,7 @@ def test_report_is_written_with_chart_and_spikes(tmp_path) -> None:
     assert result["failures_today"] == 12 and result["spikes"]
 
 
+@pytest.mark.postgres
 def test_aggregation_query_counts_events_per_day(pg) -> None:
     base = datetime(2026, 3, 10, 12, tzinfo=UTC)
     events = [("failure", "transient", base), ("failure", "transient", base), ("retry", "transient", base),

@@ -41,6 +41,7 @@ def alert_to_sink(webhook_conn: str, monkeypatch: pytest.MonkeyPatch) -> None:
         {"min_severity": "warning", "notifiers": [{"type": "log"}, {"type": "webhook", "conn_id": webhook_conn}]}))
 
 
+@pytest.mark.postgres
 def test_failure_is_recorded_with_its_class_and_alerted(pg, http_sink, alert_to_sink) -> None:
     exc = _failure(PermanentError("address bc1qxyz is not valid for regtest; password=hunter22"))
     OutcomeRecorder("failure", "bitcoin")(_context(exc, run_id="r-fail"))
@@ -61,6 +62,7 @@ def test_failure_is_recorded_with_its_class_and_alerted(pg, http_sink, alert_to_
     assert post["headers"]["Authorization"] == "Bearer sink-token-123"
 
 
+@pytest.mark.postgres
 def test_a_callback_that_runs_twice_writes_one_event(pg, http_sink, alert_to_sink) -> None:
     exc = _failure(DataError("3 rows failed validation", quarantined=3))
     context = _context(exc, run_id="r-twice")
@@ -70,6 +72,7 @@ def test_a_callback_that_runs_twice_writes_one_event(pg, http_sink, alert_to_sin
     assert len(rows) == 1 and rows[0]["error_class"] == "data"
 
 
+@pytest.mark.postgres
 def test_a_failing_notifier_never_fails_the_task_nor_loses_the_event(pg, http_sink, alert_to_sink) -> None:
     http_sink.status = 500
     exc = _failure(PermanentError("rejected"))
@@ -79,6 +82,7 @@ def test_a_failing_notifier_never_fails_the_task_nor_loses_the_event(pg, http_si
     assert row["alert_status"]["webhook"].startswith("failed: TransientError")
 
 
+@pytest.mark.postgres
 def test_retries_are_recorded_but_not_alerted_by_default(pg, http_sink, alert_to_sink) -> None:
     exc = TransientError("node warming up")
     OutcomeRecorder("retry", "bitcoin")(_context(exc, run_id="r-retry"))
@@ -87,6 +91,7 @@ def test_retries_are_recorded_but_not_alerted_by_default(pg, http_sink, alert_to
     assert http_sink.posted_json() == []
 
 
+@pytest.mark.postgres
 def test_success_is_recorded_as_an_info_outcome(pg) -> None:
     OutcomeRecorder("success", "bitcoin")(_context(None, run_id="r-ok"))
     [row] = _rows(pg, "r-ok")
@@ -99,6 +104,7 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.postgres
 def test_events_are_spooled_when_the_warehouse_is_down_and_written_later(pg, warehouse, tmp_path,
                                                                        monkeypatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_DOWN_WAREHOUSE", json.dumps(
@@ -114,6 +120,7 @@ def test_events_are_spooled_when_the_warehouse_is_down_and_written_later(pg, war
     assert (tmp_path / "error_events.jsonl").read_text() == ""
 
 
+@pytest.mark.unit
 def test_event_ids_are_stable_per_try() -> None:
     a = event_from_context(_context(None, try_number=1), "failure")
     b = event_from_context(_context(None, try_number=1), "failure")

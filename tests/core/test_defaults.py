@@ -9,6 +9,8 @@ import pytest
 from tributary.core.callbacks import OutcomeRecorder
 from tributary.core.defaults import default_args
 
+pytestmark = pytest.mark.unit
+
 
 def test_defaults_retry_with_exponential_backoff_and_record_outcomes() -> None:
     args = default_args("bitcoin")

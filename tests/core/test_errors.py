@@ -25,6 +25,7 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
@@ -38,12 +39,14 @@ def test_our_errors_carry_their_class(error: Exception, expected: ErrorClass) ->
     assert classify(error).error_class is expected
 
 
+@pytest.mark.unit
 def test_security_errors_are_critical_and_never_retried() -> None:
     result = classify(SecurityError("bad JWS"))
     assert result.severity is Severity.CRITICAL
     assert not result.retryable
 
 
+@pytest.mark.unit
 def test_requests_connection_refused_is_transient() -> None:
     import requests
 
@@ -52,6 +55,7 @@ def test_requests_connection_refused_is_transient() -> None:
     assert classify(info.value).error_class is ErrorClass.TRANSIENT
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("status", "expected"), [
     (503, ErrorClass.TRANSIENT), (429, ErrorClass.TRANSIENT), (502, ErrorClass.TRANSIENT),
     (401, ErrorClass.PERMANENT), (404, ErrorClass.PERMANENT), (400, ErrorClass.PERMANENT),
@@ -68,6 +72,7 @@ def test_requests_http_errors_follow_the_status(http_sink, status: int, expected
     assert result.reason.startswith(f"http:{status}")
 
 
+@pytest.mark.unit
 def test_httpx_errors_are_classified() -> None:
     import httpx
 
@@ -76,6 +81,7 @@ def test_httpx_errors_are_classified() -> None:
     assert classify(info.value).error_class is ErrorClass.TRANSIENT
 
 
+@pytest.mark.unit
 def test_httpx_status_error_uses_the_status(http_sink) -> None:
     import httpx
 
@@ -86,12 +92,14 @@ def test_httpx_status_error_uses_the_status(http_sink) -> None:
     assert classify(info.value).error_class is ErrorClass.TRANSIENT
 
 
+@pytest.mark.unit
 def test_malformed_json_answer_is_a_data_error() -> None:
     with pytest.raises(json.JSONDecodeError) as info:
         json.loads("{not json")
     assert classify(info.value).error_class is ErrorClass.DATA
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize(("sql", "expected", "state"), [
     ("SELECT 1/0", ErrorClass.DATA, "22012"),
     ("SELEC 1", ErrorClass.PERMANENT, "42601"),
@@ -111,6 +119,7 @@ def test_psycopg2_errors_are_classified_by_sqlstate(warehouse, sql: str, expecte
     assert (result.error_class, result.reason) == (expected, f"sqlstate:{state}")
 
 
+@pytest.mark.postgres
 def test_psycopg2_unique_violation_is_data(warehouse) -> None:
     import psycopg2
 
@@ -125,6 +134,7 @@ def test_psycopg2_unique_violation_is_data(warehouse) -> None:
     assert classify(info.value).error_class is ErrorClass.DATA
 
 
+@pytest.mark.unit
 def test_psycopg2_unreachable_server_is_transient() -> None:
     import psycopg2
 
@@ -133,6 +143,7 @@ def test_psycopg2_unreachable_server_is_transient() -> None:
     assert classify(info.value).error_class is ErrorClass.TRANSIENT
 
 
+@pytest.mark.postgres
 def test_psycopg3_errors_are_classified(warehouse) -> None:
     import psycopg
 
@@ -144,6 +155,7 @@ def test_psycopg3_errors_are_classified(warehouse) -> None:
     assert classify(refused.value).error_class is ErrorClass.TRANSIENT
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("code", "expected"), [
     (-32700, ErrorClass.PERMANENT), (-32601, ErrorClass.PERMANENT), (-32602, ErrorClass.PERMANENT),
     (-32603, ErrorClass.TRANSIENT), (-32000, ErrorClass.TRANSIENT), (-5, ErrorClass.PERMANENT),
@@ -153,6 +165,7 @@ def test_jsonrpc_reserved_codes(code: int, expected: ErrorClass) -> None:
     assert classify(error).error_class is expected
 
 
+@pytest.mark.unit
 def test_jsonrpc_system_codes_take_precedence() -> None:
     # Bitcoin Core: -28 is RPC_IN_WARMUP, a node that will answer shortly.
     error = JsonRpcError.from_object({"code": -28, "message": "Loading block index..."}, system="bitcoin",
@@ -161,11 +174,13 @@ def test_jsonrpc_system_codes_take_precedence() -> None:
     assert error.rpc_message == "Loading block index..."
 
 
+@pytest.mark.unit
 def test_malformed_jsonrpc_error_object_is_data() -> None:
     with pytest.raises(DataError):
         JsonRpcError.from_object({"message": "no code"})
 
 
+@pytest.mark.unit
 def test_web3_exceptions_are_classified() -> None:
     from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFound, Web3RPCError
 
@@ -177,6 +192,7 @@ def test_web3_exceptions_are_classified() -> None:
     assert classify(busy).error_class is ErrorClass.TRANSIENT
 
 
+@pytest.mark.unit
 def test_programming_errors_fail_fast_and_unknown_errors_keep_airflow_retries() -> None:
     assert classify(KeyError("x")).error_class is ErrorClass.PERMANENT
     assert classify(TypeError("x")).error_class is ErrorClass.PERMANENT
@@ -189,12 +205,14 @@ def test_programming_errors_fail_fast_and_unknown_errors_keep_airflow_retries() 
     assert result.reason == "unclassified:Strange"
 
 
+@pytest.mark.unit
 def test_builtin_network_errors_are_transient() -> None:
     assert classify(TimeoutError()).error_class is ErrorClass.TRANSIENT
     assert classify(ConnectionResetError()).error_class is ErrorClass.TRANSIENT
     assert classify(socket.gaierror(-2, "Name or service not known")).error_class is ErrorClass.TRANSIENT
 
 
+@pytest.mark.unit
 def test_a_missing_connection_is_permanent() -> None:
     from airflow.sdk import BaseHook
 

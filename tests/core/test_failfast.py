@@ -8,6 +8,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, T
 from tributary.core.errors import DataError, ErrorClass, PermanentError, SecurityError, TransientError
 from tributary.core.failfast import ClassifiedFailure, classified, raise_classified
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("error", [PermanentError("no"), DataError("bad"), SecurityError("forged"),
                                    ValueError("bad input")])

@@ -10,6 +10,8 @@ from tributary.core.errors import PermanentError
 from tributary.core.hooks import TributaryHook
 from tributary.core.retry import RetryPolicy
 
+pytestmark = pytest.mark.unit
+
 
 class ProbeHook(TributaryHook):
     """A hook whose peer is the local HTTP sink."""

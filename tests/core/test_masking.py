@@ -6,6 +6,8 @@ import pytest
 
 from tributary.core.masking import mask_text
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(("text", "secret"), [
     ("could not connect to postgresql://svc:s3cr3t-pw@db:5432/x", "s3cr3t-pw"),

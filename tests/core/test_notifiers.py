@@ -18,6 +18,8 @@ from tributary.core.notifiers import (
     should_alert,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def _event(severity: str = "critical", kind: str = "failure") -> OutcomeEvent:
     return OutcomeEvent(kind=kind, severity=severity, dag_id="dwn_data_replication", task_id="replicate",

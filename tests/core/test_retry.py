@@ -7,6 +7,8 @@ import pytest
 from tributary.core.errors import PermanentError, TransientError
 from tributary.core.retry import RetryPolicy, call_with_retry
 
+pytestmark = pytest.mark.unit
+
 
 def test_transient_failures_are_retried_until_success() -> None:
     calls, pauses = [], []

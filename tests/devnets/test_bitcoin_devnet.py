@@ -15,6 +15,8 @@ from bitcoin.core.script import CScript
 
 from devnets.bitcoin.process import start_devnet
 
+pytestmark = pytest.mark.devnet
+
 bitcoin.SelectParams("regtest")
 
 REGTEST_GENESIS = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206"

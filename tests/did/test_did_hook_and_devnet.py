@@ -23,6 +23,8 @@ from tributary.did.resolver import create_did, resolve
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_hook_builds_the_resolver_and_the_key_store_from_the_connection(did_conn: dict[str, str], pg3: Any,
                                                                         did_devnet: dict[str, Any]) -> None:
     hook = DidHook(did_conn["conn_id"])
@@ -38,6 +40,7 @@ def test_hook_builds_the_resolver_and_the_key_store_from_the_connection(did_conn
     assert DidHook.get_ui_field_behaviour()["relabeling"]["password"] == "Key-encryption key"
 
 
+@pytest.mark.unit
 def test_a_connection_without_a_kek_cannot_open_the_key_store(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_DID_NO_KEK", json.dumps({"conn_type": "tributary_did", "host": "http://x"}))
     with pytest.raises(PermanentError) as failure:
@@ -53,6 +56,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.devnet
 def test_the_devnet_command_serves_both_doubles_and_stops_on_sigterm(tmp_path: Path) -> None:
     pkarr_port, web_port = _free_port(), _free_port()
     process = subprocess.Popen(

@@ -83,6 +83,8 @@ def _row(pg3: Any, request_id: str) -> dict[str, Any]:
         return dict(zip([d[0] for d in cur.description], values, strict=True))
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_the_dag_issues_publishes_stores_and_replays_a_request(project_dags: Path, pg3: Any, did_conn: dict[str, str],
                                                                 did_devnet: dict[str, Any], did_config: ResolverConfig,
                                                                 dwn_conn: str) -> None:
@@ -154,6 +156,8 @@ def test_the_dag_issues_publishes_stores_and_replays_a_request(project_dags: Pat
     assert _row(pg3, request_id) == row
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_dht_subject_with_an_explicit_issuer(project_dags: Path, pg3: Any, did_conn: dict[str, str],
                                               did_config: ResolverConfig, dwn_conn: str) -> None:
     issuer = create_did("jwk", crv="secp256k1")
@@ -170,6 +174,8 @@ def test_a_dht_subject_with_an_explicit_issuer(project_dags: Path, pg3: Any, did
     assert verified.subject == result["did"] and "expirationDate" not in verified.vc
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_a_store_repeated_after_a_crash_finds_the_records_already_written(pg3: Any, did_conn: dict[str, str],
                                                                          did_devnet: dict[str, Any],
                                                                          did_config: ResolverConfig,
@@ -202,6 +208,7 @@ def test_a_store_repeated_after_a_crash_finds_the_records_already_written(pg3: A
     assert issuance.complete()["replayed"] is True
 
 
+@pytest.mark.unit
 def test_requests_are_checked_before_anything_is_made() -> None:
     with pytest.raises(PermanentError, match="request_id"):
         IssuanceRequest.from_params({"request_id": None})

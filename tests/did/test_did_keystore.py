@@ -18,6 +18,7 @@ from tributary.did.rotation import retire_expired, rotate_dht, rotate_web
 KEK = "correct horse battery staple 42"
 
 
+@pytest.mark.postgres
 def test_private_keys_are_encrypted_at_rest_and_open_only_with_the_right_kek(pg3: Any) -> None:
     portable = create_did("jwk", crv="secp256k1")
     KeyStore(pg3, KEK).save(portable)
@@ -37,6 +38,7 @@ def test_private_keys_are_encrypted_at_rest_and_open_only_with_the_right_kek(pg3
     assert failure.value.reason == "kek_mismatch"
 
 
+@pytest.mark.postgres
 def test_a_ciphertext_moved_to_another_row_does_not_open(pg3: Any) -> None:
     store = KeyStore(pg3, KEK)
     first, second = create_did("key"), create_did("key")
@@ -50,6 +52,8 @@ def test_a_ciphertext_moved_to_another_row_does_not_open(pg3: Any) -> None:
         store.load(second.uri)
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_did_web_rotation_keeps_the_old_key_for_the_grace_period_then_drops_it(
         pg3: Any, did_devnet: dict[str, Any], did_config: ResolverConfig) -> None:
     web = did_devnet["web"]
@@ -78,6 +82,8 @@ def test_did_web_rotation_keeps_the_old_key_for_the_grace_period_then_drops_it(
     assert [m["id"] for m in document["verificationMethod"]] == [immediate.signing_key()[0]]
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_did_dht_rotation_publishes_a_new_key_with_a_higher_seq(pg3: Any, did_config: ResolverConfig) -> None:
     store = KeyStore(pg3, KEK)
     portable = create_did("dht", crv="secp256k1", config=did_config)

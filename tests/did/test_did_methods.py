@@ -14,6 +14,7 @@ from tributary.did.document import find_method
 from tributary.did.resolver import ResolverConfig, create_did, publish_dht, resolve, resolve_document
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("method", ["key", "jwk"])
 @pytest.mark.parametrize("crv", ["Ed25519", "secp256k1", "P-256"])
 def test_key_and_jwk_dids_resolve_to_their_own_public_key(method: str, crv: str) -> None:
@@ -27,6 +28,7 @@ def test_key_and_jwk_dids_resolve_to_their_own_public_key(method: str, crv: str)
     assert private["d"] not in str(document)
 
 
+@pytest.mark.devnet
 @pytest.mark.parametrize("crv", ["Ed25519", "secp256k1"])
 def test_did_web_round_trip_over_https_with_a_trusted_private_ca(crv: str, did_devnet: dict[str, Any],
                                                                   did_config: ResolverConfig) -> None:
@@ -39,6 +41,7 @@ def test_did_web_round_trip_over_https_with_a_trusted_private_ca(crv: str, did_d
         assert result["didDocument"] == portable.document
 
 
+@pytest.mark.devnet
 def test_did_web_refuses_a_server_whose_ca_is_not_trusted(did_devnet: dict[str, Any]) -> None:
     web = did_devnet["web"]
     portable = create_did("web", host=web.did_host, document_root=web.document_root)
@@ -47,11 +50,13 @@ def test_did_web_refuses_a_server_whose_ca_is_not_trusted(did_devnet: dict[str, 
     assert failure.value.reason == "tls"
 
 
+@pytest.mark.devnet
 def test_did_web_unknown_path_is_not_found(did_devnet: dict[str, Any], did_config: ResolverConfig) -> None:
     did = f"did:web:{did_devnet['web'].did_host.replace(':', '%3A')}:nobody"
     assert resolve(did, did_config)["didResolutionMetadata"] == {"error": "notFound"}
 
 
+@pytest.mark.devnet
 @pytest.mark.parametrize("crv", ["Ed25519", "secp256k1", "P-256"])
 def test_did_dht_round_trip_through_the_pkarr_relay(crv: str, did_config: ResolverConfig) -> None:
     services = [{"id": "dwn", "type": "DecentralizedWebNode", "serviceEndpoint": ["https://dwn.example/1"]}]
@@ -64,6 +69,7 @@ def test_did_dht_round_trip_through_the_pkarr_relay(crv: str, did_config: Resolv
     assert keys.verify(find_method(result["didDocument"], kid)["publicKeyJwk"], b"m", keys.sign(private, b"m"))
 
 
+@pytest.mark.devnet
 def test_did_dht_relay_and_resolver_reject_forged_or_stale_packets(did_config: ResolverConfig,
                                                                    did_devnet: dict[str, Any]) -> None:
     portable = create_did("dht", config=did_config)
@@ -81,6 +87,7 @@ def test_did_dht_relay_and_resolver_reject_forged_or_stale_packets(did_config: R
     assert resolve(portable.uri, did_config)["didResolutionMetadata"] == {"error": "invalidSignature"}
 
 
+@pytest.mark.devnet
 def test_did_dht_unreachable_relay_is_transient(did_config: ResolverConfig) -> None:
     from tributary.core.errors import TransientError
 

@@ -43,6 +43,7 @@ def _vid(vector: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- did:key
+@pytest.mark.unit
 @pytest.mark.parametrize("vector", [v for f in ("ed25519-x25519.json", "secp256k1.json", "nist-curves.json",
                                                 "x25519.json") for v in did_key_vectors(f)], ids=_vid)
 def test_did_key_vectors(vector: tuple[str, dict[str, Any]]) -> None:
@@ -80,11 +81,13 @@ def test_did_key_vectors(vector: tuple[str, dict[str, Any]]) -> None:
 
 
 # ----------------------------------------------------------------------------- did:jwk, did:web, did:dht
+@pytest.mark.unit
 @pytest.mark.parametrize("vector", web5_vectors("did_jwk/resolve.json"), ids=_vid)
 def test_did_jwk_resolve_vectors(vector: dict[str, Any]) -> None:
     assert resolve(vector["input"], methods=("jwk",)) == vector["output"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("vector", web5_vectors("did_web/resolve.json"), ids=_vid)
 def test_did_web_resolve_vectors(vector: dict[str, Any]) -> None:
     served = vector["input"].get("mockServer", {})
@@ -95,6 +98,7 @@ def test_did_web_resolve_vectors(vector: dict[str, Any]) -> None:
     assert result["didDocumentMetadata"] == expected["didDocumentMetadata"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("vector", web5_vectors("did_dht/create.json"), ids=_vid)
 def test_did_dht_create_vectors(vector: dict[str, Any]) -> None:
     given = vector["input"]
@@ -109,6 +113,7 @@ def test_did_dht_create_vectors(vector: dict[str, Any]) -> None:
     assert diddht.from_packet(document["id"], packet) == vector["output"]
 
 
+@pytest.mark.devnet
 @pytest.mark.parametrize("vector", web5_vectors("did_dht/resolve.json"), ids=_vid)
 def test_did_dht_resolve_vectors(vector: dict[str, Any], did_config: ResolverConfig) -> None:
     # notFound comes from the (empty) local relay; the other errors are raised before any request.
@@ -129,26 +134,31 @@ def _crypto(vector: dict[str, Any], operation: str) -> None:
         assert call() == vector["output"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("vector", web5_vectors("crypto_ed25519/sign.json"), ids=_vid)
 def test_crypto_ed25519_sign_vectors(vector: dict[str, Any]) -> None:
     _crypto(vector, "sign")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("vector", web5_vectors("crypto_ed25519/verify.json"), ids=_vid)
 def test_crypto_ed25519_verify_vectors(vector: dict[str, Any]) -> None:
     _crypto(vector, "verify")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("vector", web5_vectors("crypto_es256k/sign.json"), ids=_vid)
 def test_crypto_es256k_sign_vectors(vector: dict[str, Any]) -> None:
     _crypto(vector, "sign")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("vector", web5_vectors("crypto_es256k/verify.json"), ids=_vid)
 def test_crypto_es256k_verify_vectors(vector: dict[str, Any]) -> None:
     _crypto(vector, "verify")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("vector", web5_vectors("portable_did/parse.json"), ids=_vid)
 def test_portable_did_parse_vectors(vector: dict[str, Any]) -> None:
     if vector.get("errors"):

@@ -7,7 +7,11 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tributary.dwn.cid import CHUNK_SIZE, MAX_CHILDREN, compute_cid, compute_data_cid
+
+pytestmark = pytest.mark.devnet
 
 DEVNET = Path(__file__).resolve().parents[2] / "devnets" / "dwn"
 LENGTHS = [1, 1000, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * CHUNK_SIZE,

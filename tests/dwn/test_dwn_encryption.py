@@ -15,6 +15,7 @@ from tributary.dwn.identity import DidKey
 PROTOCOL = "https://tributary.example/protocols/private-notes"
 
 
+@pytest.mark.devnet
 def test_jwe_round_trip_through_the_dwn_and_unreadable_without_the_key(tenant) -> None:
     hook = DwnHook(tenant.source_conn)
     hook.configure_protocol(m.flat_protocol(PROTOCOL))
@@ -37,6 +38,7 @@ def test_jwe_round_trip_through_the_dwn_and_unreadable_without_the_key(tenant) -
         decrypt_with(DidKey.generate(), stored)
 
 
+@pytest.mark.unit
 def test_a_changed_ciphertext_does_not_decrypt() -> None:
     recipient = DidKey.generate()
     document = json.loads(encrypt_for(recipient.did, b"hello world"))

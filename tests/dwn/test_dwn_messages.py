@@ -17,6 +17,7 @@ from tributary.dwn.identity import DidKey, did_from_public_key, public_key_of, x
 PROTOCOL = "https://tributary.example/protocols/notes"
 
 
+@pytest.mark.unit
 def test_did_key_round_trips_and_derives_the_key_agreement_key() -> None:
     key = DidKey.generate()
     assert key.did.startswith("did:key:z6Mk")
@@ -30,6 +31,7 @@ def test_did_key_round_trips_and_derives_the_key_agreement_key() -> None:
     assert "seed" not in repr(key) and key.seed_hex() not in repr(key)
 
 
+@pytest.mark.unit
 def test_cids_match_known_values() -> None:
     # the CIDv1 of an empty raw block: a fixed, widely published value
     assert compute_data_cid(b"") == "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
@@ -38,6 +40,7 @@ def test_cids_match_known_values() -> None:
     assert compute_data_cid(b"x" * (CHUNK_SIZE + 1)).startswith("bafybei")  # more: a dag-pb UnixFS root
 
 
+@pytest.mark.devnet
 @pytest.mark.parametrize("size", [16, CHUNK_SIZE, CHUNK_SIZE + 1, 4 * CHUNK_SIZE + 123])
 def test_server_accepts_our_record_ids_and_data_cids(tenant, size: int) -> None:
     hook = DwnHook(tenant.source_conn)
@@ -49,6 +52,7 @@ def test_server_accepts_our_record_ids_and_data_cids(tenant, size: int) -> None:
     assert m.verify_message(latest, stored) == tenant.did
 
 
+@pytest.mark.devnet
 def test_write_query_paginated_read_update_delete(tenant) -> None:
     hook = DwnHook(tenant.source_conn)
     hook.configure_protocol(m.flat_protocol(PROTOCOL))
@@ -74,6 +78,7 @@ def test_write_query_paginated_read_update_delete(tenant) -> None:
     assert len(list(hook.iter_records({"protocol": PROTOCOL}, page_size=2))) == 6
 
 
+@pytest.mark.unit
 def test_newest_wins_order_is_timestamp_then_cid() -> None:
     key = DidKey.generate()
     a = m.records_write(key, b"a", message_timestamp="2026-01-01T00:00:00.000001Z")
@@ -89,6 +94,7 @@ def _tampered_descriptor(message: dict) -> dict:
     return bad
 
 
+@pytest.mark.devnet
 def test_tampered_messages_are_rejected_by_our_verifier(tenant) -> None:
     message = m.records_write(tenant.key, b'{"a": 1}')
     assert m.verify_message(message, b'{"a": 1}') == tenant.did
@@ -105,6 +111,7 @@ def test_tampered_messages_are_rejected_by_our_verifier(tenant) -> None:
         m.verify_message(forged)
 
 
+@pytest.mark.devnet
 def test_tampered_messages_are_rejected_by_the_server(tenant) -> None:
     hook = DwnHook(tenant.source_conn)
     message = m.records_write(tenant.key, b'{"a": 1}')
@@ -117,6 +124,7 @@ def test_tampered_messages_are_rejected_by_the_server(tenant) -> None:
     assert hook.write(message, b'{"a": 1}').status == 202
 
 
+@pytest.mark.devnet
 def test_a_stranger_cannot_write_to_the_tenant(tenant, dwn_peers) -> None:
     hook = DwnHook(tenant.source_conn)
     stranger = DidKey.generate()
@@ -126,6 +134,7 @@ def test_a_stranger_cannot_write_to_the_tenant(tenant, dwn_peers) -> None:
     assert denied.value.status == 401 and classify(denied.value).error_class is ErrorClass.SECURITY
 
 
+@pytest.mark.unit
 def test_unreachable_peer_is_transient(monkeypatch) -> None:
     import json as _json
 

@@ -15,6 +15,8 @@ from tributary.dwn import messages as m
 from tributary.dwn.hook import DwnHook
 from tributary.dwn.replication import StateKey, load_state, replicate, snapshot
 
+pytestmark = [pytest.mark.postgres, pytest.mark.devnet]
+
 PROTOCOL = "https://tributary.example/protocols/replicated-notes"
 
 

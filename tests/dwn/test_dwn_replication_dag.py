@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tributary.dwn import messages as m
 from tributary.dwn.hook import DwnHook
 from tributary.dwn.replication import StateKey, load_state, snapshot
+
+pytestmark = [pytest.mark.postgres, pytest.mark.devnet]
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL = "https://tributary.example/protocols/dag-notes"

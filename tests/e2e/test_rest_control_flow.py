@@ -27,7 +27,7 @@ from tributary.cli.env import PROJECT_ROOT, free_port
 from tributary.platform.hook import AirflowApiClient
 from tributary.storage.embedded import WarehouseLocation, drop_database
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.devnet]
 DAG_IDS = ("integration_health", "error_analysis", "platform_alert_drill", "ml_pipeline_iris",
            "ml_pipeline_iris_analysis", "ml_pipeline_breast_cancer", "ml_train_register", "ml_deploy",
            "ml_batch_score", "bitcoin_settlement", "bitcoin_block_watch", "identity_verification",

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = [pytest.mark.postgres, pytest.mark.devnet]
+
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = [ROOT / "dags/evm/evm_contract_execution.py", ROOT / "dags/evm/evm_event_indexing.py"]
 

@@ -13,6 +13,8 @@ import pytest
 
 from tributary.evm.contracts import decode_log, decode_output, encode_call, load_artifact
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def chain() -> Any:

@@ -11,6 +11,8 @@ from tributary.core.retry import RetryPolicy
 from tributary.evm.errors import ChainMismatch, ContractReverted
 from tributary.evm.hook import EvmHook
 
+pytestmark = [pytest.mark.postgres, pytest.mark.devnet]
+
 
 def test_test_connection_reports_chain_id_block_and_sender(evm_env, anvil) -> None:
     ok, message = EvmHook("tributary_evm").test_connection()

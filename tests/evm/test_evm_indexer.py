@@ -13,6 +13,8 @@ from tributary.evm.hook import EvmHook
 from tributary.evm.indexer import IndexSpec, checkpoint, index_range
 from tributary.evm.transactions import TxRequest
 
+pytestmark = [pytest.mark.postgres, pytest.mark.devnet]
+
 
 def _record(sender, registry: str, value: str) -> dict:
     key = "0x" + uuid.uuid4().hex * 2

@@ -18,6 +18,8 @@ from tributary.evm.contracts import encode_call, load_artifact
 from tributary.evm.errors import ContractReverted
 from tributary.evm.transactions import TxRequest
 
+pytestmark = [pytest.mark.postgres, pytest.mark.devnet]
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -7,6 +7,7 @@ import pytest
 from tributary.ml.metrics import record_metrics
 
 
+@pytest.mark.postgres
 def test_metrics_are_upserted_per_task(pg) -> None:
     ids = {"dag_id": "ml_pipeline_iris", "run_id": "r1", "task_id": "store"}
     assert record_metrics(pg, **ids, metrics={"rows_in": 150, "rows_out": 147}) == 2
@@ -16,11 +17,13 @@ def test_metrics_are_upserted_per_task(pg) -> None:
         assert cur.fetchall() == [("rows_in", 150.0), ("rows_out", 148.0)]
 
 
+@pytest.mark.postgres
 def test_non_finite_metrics_are_refused(pg) -> None:
     with pytest.raises(ValueError, match="not a finite number"):
         record_metrics(pg, dag_id="d", run_id="r", task_id="t", metrics={"auc": float("nan")})
 
 
+@pytest.mark.unit
 def test_metrics_are_mirrored_to_one_mlflow_run_per_dag_run(tmp_path, monkeypatch) -> None:
     import json
     from types import SimpleNamespace

@@ -20,6 +20,7 @@ from tributary.platform.health import (
 )
 
 
+@pytest.mark.unit
 def test_env_connections_are_discovered_from_uri_and_json() -> None:
     found = env_connections({
         "AIRFLOW_CONN_WAREHOUSE_B": "postgres://u:p@db:5432/x",
@@ -32,6 +33,7 @@ def test_env_connections_are_discovered_from_uri_and_json() -> None:
         ("warehouse_b", "postgres"), ("alerts", "tributary_webhook")]
 
 
+@pytest.mark.unit
 def test_selection_keeps_checkable_types_and_honours_opt_out() -> None:
     candidates = [
         {"connection_id": "b", "conn_type": "postgres", "extra": None},
@@ -43,10 +45,12 @@ def test_selection_keeps_checkable_types_and_honours_opt_out() -> None:
         {"conn_id": "b", "conn_type": "postgres"}]
 
 
+@pytest.mark.unit
 def test_our_connection_types_are_testable() -> None:
     assert {"postgres", "tributary_webhook", "tributary_airflow_api"} <= checkable_types()
 
 
+@pytest.mark.unit
 def test_restricting_to_an_unknown_connection_is_a_clear_error() -> None:
     found = [{"conn_id": "tributary_warehouse", "conn_type": "postgres"}]
     assert restrict(found, []) == found
@@ -54,12 +58,14 @@ def test_restricting_to_an_unknown_connection_is_a_clear_error() -> None:
         restrict(found, ["tributary_warehouse", "nope"])
 
 
+@pytest.mark.postgres
 def test_a_reachable_warehouse_is_healthy(warehouse) -> None:
     result, error = check_connection("tributary_warehouse", "postgres")
     assert error is None
     assert result["ok"] and result["message"] == "SQL round trip ok" and result["latency_ms"] > 0
 
 
+@pytest.mark.unit
 def test_an_unreachable_server_is_unhealthy_and_transient(monkeypatch) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -73,6 +79,7 @@ def test_an_unreachable_server_is_unhealthy_and_transient(monkeypatch) -> None:
     assert "pw-secret-9" not in result["message"]
 
 
+@pytest.mark.unit
 def test_a_webhook_answering_404_is_a_permanent_failure(http_sink, monkeypatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_HOOK404", json.dumps(
         {"conn_type": "tributary_webhook", "host": http_sink.url.replace("/alerts", "/missing")}))
@@ -89,6 +96,7 @@ def test_a_webhook_answering_404_is_a_permanent_failure(http_sink, monkeypatch) 
     assert (result["ok"], result["error_class"]) == (False, "permanent")
 
 
+@pytest.mark.postgres
 def test_report_is_stored_idempotently_and_fails_the_run_when_unhealthy(pg) -> None:
     results = [
         {"conn_id": "tributary_warehouse", "conn_type": "postgres", "ok": True, "error_class": None,

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import importlib
 
+import pytest
+
 from tributary.core.hooks import TributaryHook
 from tributary.provider_info import CONNECTION_TYPES, get_provider_info
+
+pytestmark = pytest.mark.unit
 
 
 def test_every_declared_type_names_a_hook_that_agrees() -> None:

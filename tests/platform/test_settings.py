@@ -8,6 +8,8 @@ import pytest
 
 from tributary.cli.settings import SettingsError, main, parse
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

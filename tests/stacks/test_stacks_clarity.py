@@ -16,6 +16,8 @@ from tributary.stacks.clarity import (
     to_repr,
 )
 
+pytestmark = pytest.mark.unit
+
 DEPLOYER = "ST1PQHQKV0RJXZFY1DGX8MNSNYVE3VGZJSRTPGZGM"
 DEPLOYER_HASH = bytes.fromhex("6d78de7b0625dfbfc16c3a8a5735f6dc3dc3f2ce")
 

@@ -6,9 +6,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tributary.stacks import ledger
 from tributary.stacks.clarity import CV
 from tributary.stacks.hook import StacksHook
+
+pytestmark = [pytest.mark.postgres, pytest.mark.devnet]
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,6 +13,8 @@ from tributary.stacks.clarity import CV
 from tributary.stacks.hook import StacksHook, StacksRejection
 from tributary.stacks.transactions import SignedTransaction
 
+pytestmark = pytest.mark.devnet
+
 ROOT = Path(__file__).resolve().parents[2]
 COUNTER = (ROOT / "include" / "contracts" / "counter.clar").read_text()
 TOKEN = (ROOT / "include" / "contracts" / "token.clar").read_text()

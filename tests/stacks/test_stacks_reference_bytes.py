@@ -41,12 +41,14 @@ VALUES: list[dict[str, Any]] = [
 ]
 
 
+@pytest.mark.devnet
 def test_clarity_values_serialize_exactly_like_stacks_transactions(reference: Any) -> None:
     expected = reference([{"kind": "cv", "value": v} for v in VALUES])
     for value, ref in zip(VALUES, expected, strict=True):
         assert from_json(value).hex() == ref["hex"], value
 
 
+@pytest.mark.devnet
 @pytest.mark.parametrize("key", [COMPRESSED_KEY, UNCOMPRESSED_KEY], ids=["compressed", "uncompressed"])
 @pytest.mark.parametrize("network", ["testnet", "mainnet"])
 def test_addresses_match_stacks_transactions(reference: Any, key: str, network: str) -> None:
@@ -62,6 +64,7 @@ CALLS = [
 ]
 
 
+@pytest.mark.devnet
 @pytest.mark.parametrize(("network", "key", "nonce", "fee", "mode", "args"), CALLS)
 def test_signed_contract_calls_are_byte_identical(reference: Any, network: str, key: str, nonce: int, fee: int,
                                                   mode: str, args: list[dict[str, Any]]) -> None:
@@ -77,6 +80,7 @@ def test_signed_contract_calls_are_byte_identical(reference: Any, network: str, 
     assert sender_address(tx.raw)[:2] == ("ST" if network == "testnet" else "SP")
 
 
+@pytest.mark.devnet
 @pytest.mark.parametrize(("network", "key", "version"), [("testnet", COMPRESSED_KEY, 2), ("testnet", COMPRESSED_KEY, 3),
                                                           ("mainnet", UNCOMPRESSED_KEY, 4)])
 def test_signed_contract_deploys_are_byte_identical(reference: Any, network: str, key: str, version: int) -> None:
@@ -88,6 +92,7 @@ def test_signed_contract_deploys_are_byte_identical(reference: Any, network: str
     assert tx.txid == ref["txid"]
 
 
+@pytest.mark.unit
 def test_a_tampered_signature_no_longer_verifies() -> None:
     tx = make_contract_call(PrivateKey.from_hex(COMPRESSED_KEY), "testnet", contract_address=DEPLOYER,
                             contract_name="counter", function="increment", args=[], nonce=0, fee=1)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import psycopg2
+import pytest
 
 from tributary.storage.embedded import provision
 from tributary.storage.warehouse import apply_migrations
+
+pytestmark = pytest.mark.postgres
 
 
 def test_embedded_mode_starts_a_private_postgres_with_the_schema(tmp_path) -> None:

@@ -8,6 +8,7 @@ from tributary.core.errors import DataError, ErrorClass, classify
 from tributary.storage.quarantine import Rejected, check_failure_rate, quarantine
 
 
+@pytest.mark.postgres
 def test_rejected_records_are_kept_once_across_reruns(pg) -> None:
     rejected = [Rejected("row-1", {"amount": -5}, "amount must be >= 0"),
                 Rejected("row-2", {"amount": None}, "amount is missing")]
@@ -21,6 +22,7 @@ def test_rejected_records_are_kept_once_across_reruns(pg) -> None:
                     ("row-2", "amount is missing", {"amount": None}, "r1")]
 
 
+@pytest.mark.unit
 def test_a_failure_rate_above_the_threshold_is_a_data_error() -> None:
     check_failure_rate("payouts", 1, 100, max_rate=0.05)  # 1% is tolerated
     with pytest.raises(DataError) as info:

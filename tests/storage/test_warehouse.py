@@ -9,6 +9,8 @@ from tributary.core.errors import PermanentError
 from tributary.storage import warehouse
 from tributary.storage.embedded import WarehouseLocation, create_database, drop_database
 
+pytestmark = pytest.mark.postgres
+
 
 @pytest.fixture
 def empty_db(warehouse: WarehouseLocation):

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tributary.did.resolver import ResolverConfig, create_did
 from tributary.vc import status_list
 from tributary.vc.vcjwt import create_credential, issue_vc
@@ -33,6 +35,8 @@ def _row(pg3: Any, run_id: str) -> tuple:
         return cur.fetchone()
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_the_dag_records_positive_and_negative_verdicts(project_dags: Path, pg3: Any, did_conn: dict[str, str],
                                                         did_devnet: dict[str, Any], did_config: ResolverConfig,
                                                         ) -> None:
@@ -73,6 +77,7 @@ def test_the_dag_records_positive_and_negative_verdicts(project_dags: Path, pg3:
     assert _row(pg3, run.run_id)[0] is False
 
 
+@pytest.mark.postgres
 def test_expired_credential_without_a_connection_is_a_negative_verdict(project_dags: Path, pg3: Any) -> None:
     issuer = create_did("key", crv="secp256k1")
     now = datetime.now(UTC)

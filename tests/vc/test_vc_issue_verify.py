@@ -24,6 +24,7 @@ def _issuer(method: str, crv: str, did_devnet: dict[str, Any], config: ResolverC
                       document_root=web.document_root, config=config)
 
 
+@pytest.mark.devnet
 @pytest.mark.parametrize("method,crv", [("key", "Ed25519"), ("key", "secp256k1"), ("key", "P-256"),
                                         ("jwk", "Ed25519"), ("jwk", "secp256k1"), ("web", "Ed25519"),
                                         ("web", "secp256k1"), ("dht", "Ed25519"), ("dht", "secp256k1")])
@@ -51,6 +52,7 @@ def _resign_payload(token: str, change: dict[str, Any]) -> str:
     return f"{header}.{b64url_encode(json.dumps(claims).encode())}.{signature}"
 
 
+@pytest.mark.devnet
 def test_a_tampered_payload_or_a_foreign_key_is_a_security_error(did_config: ResolverConfig) -> None:
     issuer = create_did("key", crv="secp256k1")
     token = issue_vc(issuer, create_credential(issuer.uri, {"id": "did:example:alice", "level": "basic"}))
@@ -65,6 +67,7 @@ def test_a_tampered_payload_or_a_foreign_key_is_a_security_error(did_config: Res
         verify_vc(bad, config=did_config)
 
 
+@pytest.mark.devnet
 def test_a_kid_of_another_did_or_an_unknown_fragment_is_rejected(did_config: ResolverConfig) -> None:
     import json
 
@@ -78,6 +81,7 @@ def test_a_kid_of_another_did_or_an_unknown_fragment_is_rejected(did_config: Res
         assert failure.value.reason == reason
 
 
+@pytest.mark.unit
 def test_expired_and_not_yet_valid_credentials_are_data_errors() -> None:
     issuer = create_did("key")
     now = datetime.now(UTC)
@@ -93,6 +97,8 @@ def test_expired_and_not_yet_valid_credentials_are_data_errors() -> None:
     assert verify_vc(expired, now=(now - timedelta(hours=36)).timestamp()).issuer == issuer.uri
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_revoking_sets_the_bit_and_verification_then_fails(pg3: Any, did_devnet: dict[str, Any],
                                                            did_config: ResolverConfig) -> None:
     web = did_devnet["web"]
@@ -118,6 +124,7 @@ def test_revoking_sets_the_bit_and_verification_then_fails(pg3: Any, did_devnet:
     assert "signature" in verdict["checked"] and verdict["issuer"] == issuer.uri
 
 
+@pytest.mark.unit
 def test_bitstring_encoding_counts_bits_from_the_most_significant_bit() -> None:
     bits = bitstring.new_bits()
     bitstring.set_bit(bits, 0)
@@ -127,6 +134,7 @@ def test_bitstring_encoding_counts_bits_from_the_most_significant_bit() -> None:
     assert bitstring.get_bit(decoded, 0) and bitstring.get_bit(decoded, 9) and not bitstring.get_bit(decoded, 1)
 
 
+@pytest.mark.postgres
 def test_verdicts_report_expectations_and_are_upserted_by_run(pg3: Any) -> None:
     issuer, holder = create_did("jwk", crv="secp256k1"), create_did("key")
     token = issue_vc(issuer, create_credential(issuer.uri, {"id": holder.uri}, types=["EmailCredential"]))
@@ -146,6 +154,8 @@ def test_verdicts_report_expectations_and_are_upserted_by_run(pg3: Any) -> None:
     assert rows == [(False, ["expectation:subject", "expectation:type"], holder.uri)]
 
 
+@pytest.mark.postgres
+@pytest.mark.devnet
 def test_credentials_signed_before_a_did_web_rotation_verify_until_the_old_key_is_retired(
         pg3: Any, did_devnet: dict[str, Any], did_config: ResolverConfig) -> None:
     from tributary.did.keystore import KeyStore

@@ -13,6 +13,8 @@ from tributary.did.document import PortableDid
 from tributary.vc.credential import validate
 from tributary.vc.vcjwt import _decode, issue_vc, verify_vc
 
+pytestmark = pytest.mark.unit
+
 WEB5 = SHARED / "specs" / "web5" / "test-vectors"
 
 

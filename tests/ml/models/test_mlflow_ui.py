@@ -9,6 +9,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
+pytestmark = pytest.mark.postgres
+
 
 def _free_port() -> int:
     with socket.socket() as sock:

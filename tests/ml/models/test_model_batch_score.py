@@ -8,6 +8,8 @@ import pytest
 
 from tributary.core.errors import PermanentError
 
+pytestmark = pytest.mark.postgres
+
 
 @pytest.fixture(scope="module")
 def champion(lifecycle) -> str:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.postgres
+
 ROOT = Path(__file__).resolve().parents[3]
 # The DAGs default to the pipeline's table (tests/e2e covers that chain); these runs use sklearn's copy.
 SKLEARN = {"kind": "sklearn", "dataset": "breast_cancer"}

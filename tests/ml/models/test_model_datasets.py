@@ -16,6 +16,7 @@ from tributary.ml.models.datasets import (
 )
 
 
+@pytest.mark.unit
 def test_the_holdout_of_a_row_does_not_depend_on_the_other_rows() -> None:
     keys = [str(i) for i in range(2000)]
     everything = dict(zip(keys, holdout_mask(keys), strict=True))
@@ -26,6 +27,7 @@ def test_the_holdout_of_a_row_does_not_depend_on_the_other_rows() -> None:
     assert holdout_mask(keys) == holdout_mask(keys)
 
 
+@pytest.mark.unit
 def test_the_bundled_dataset_splits_into_disjoint_training_part_and_holdout() -> None:
     data = LabelledData.load(SklearnSource(dataset="wine"))
     train, holdout = data.train(), data.holdout()
@@ -38,6 +40,7 @@ def test_the_bundled_dataset_splits_into_disjoint_training_part_and_holdout() ->
                                                          .holdout()["row_id"])
 
 
+@pytest.mark.unit
 def test_specs_round_trip_and_bad_specs_name_the_problem() -> None:
     spec = {"kind": "parquet", "path": "/data/wine", "key": "id", "target": "label", "exclude": ["ingested_at"],
             "filters": {"ds": "2026-01-01"}, "partition_column": "ds"}
@@ -56,6 +59,7 @@ def test_specs_round_trip_and_bad_specs_name_the_problem() -> None:
             source_from_spec(bad)
 
 
+@pytest.mark.unit
 def test_a_hive_partitioned_parquet_folder_is_read_in_batches_without_partition_columns(tmp_path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -83,6 +87,7 @@ def test_a_hive_partitioned_parquet_folder_is_read_in_batches_without_partition_
     assert source.pinned() is source  # no partition column: the whole source
 
 
+@pytest.mark.postgres
 def test_a_warehouse_table_is_streamed_with_numeric_columns_as_floats(pg, warehouse) -> None:
     with pg.cursor() as cur:
         cur.execute("DROP TABLE IF EXISTS ml_test_source")
@@ -114,6 +119,7 @@ def test_a_warehouse_table_is_streamed_with_numeric_columns_as_floats(pg, wareho
     assert data.features == ["width cm", "colour"]  # the partition column is not a feature
 
 
+@pytest.mark.postgres
 def test_a_partitioned_source_with_nothing_stored_is_a_data_error(pg) -> None:
     with pg.cursor() as cur:
         cur.execute("DROP TABLE IF EXISTS ml_test_empty")

@@ -14,6 +14,8 @@ import pytest
 
 from tributary.ml.models import ALIAS_CHALLENGER, ALIAS_CHAMPION, ALIAS_PREVIOUS
 
+pytestmark = pytest.mark.postgres
+
 
 def _free_port() -> int:
     with socket.socket() as sock:

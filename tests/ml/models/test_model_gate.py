@@ -7,6 +7,8 @@ import pytest
 from tributary.core.errors import ErrorClass, PermanentError, classify
 from tributary.ml.models.evaluation import GateDecision, decide, select_best
 
+pytestmark = pytest.mark.unit
+
 GOOD = {"accuracy": 0.97, "f1_macro": 0.96, "balanced_accuracy": 0.95}
 WEAK = {"accuracy": 0.63, "f1_macro": 0.39, "balanced_accuracy": 0.5}
 

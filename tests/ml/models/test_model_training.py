@@ -8,6 +8,8 @@ import pytest
 
 from tributary.ml.models import ALIAS_CHALLENGER, ALIAS_CHAMPION
 
+pytestmark = pytest.mark.postgres
+
 
 def _ml_metrics(pg, run_id: str, task_id: str) -> dict[str, float]:
     with pg.cursor() as cur:

@@ -19,6 +19,7 @@ from tributary.ml.pipeline.specs import output_columns
 from tributary.ml.pipeline.storage import replace_partition
 
 
+@pytest.mark.unit
 def test_psi_is_zero_for_the_same_distribution_and_large_for_a_shift() -> None:
     rng = np.random.default_rng(7)
     reference = rng.normal(0, 1, 20_000)
@@ -31,6 +32,7 @@ def test_psi_is_zero_for_the_same_distribution_and_large_for_a_shift() -> None:
     assert psi(np.array([np.nan]), reference) is None
 
 
+@pytest.mark.unit
 def test_profile_streams_exact_statistics_and_keeps_a_bounded_sample(tmp_path: Path) -> None:
     values = np.arange(10_000, dtype="float64")
     values[::100] = np.nan
@@ -60,6 +62,7 @@ def _partition(spec: Any, tmp_path: Path, partition: str, shift: float, rows: in
     replace_partition(path, spec.name, partition)
 
 
+@pytest.mark.postgres
 def test_analyze_operator_reports_drift_against_the_previous_partition(
         tmp_path: Path, load: Any, sensor_spec: Any, make_context: Any, reports: Path, pg: Any) -> None:
     from tributary.ml.pipeline.operators import AnalyzeOperator
@@ -95,6 +98,7 @@ def test_analyze_operator_reports_drift_against_the_previous_partition(
     assert metrics["drifted_features"] == 1 and metrics["max_psi"] > 1.0 and metrics["partitions"] == 2
 
 
+@pytest.mark.postgres
 def test_analyze_without_a_previous_partition_reports_statistics_only(
         tmp_path: Path, load: Any, sensor_spec: Any, make_context: Any, reports: Path, pg: Any) -> None:
     from tributary.ml.pipeline.operators import AnalyzeOperator

@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
+
+pytestmark = pytest.mark.postgres
 
 
 def _bag(folder: Path) -> Any:

@@ -39,6 +39,7 @@ def _names(datasets: list[Any]) -> list[tuple[str, str]]:
     return [(d.namespace, d.name) for d in datasets]
 
 
+@pytest.mark.postgres
 def test_lineage_lists_source_staging_quarantine_and_stored_datasets(
         json_api: Any, load: Any, sensor_spec: Any, make_context: Any, dataset_table: Any, data_dir: Path,
         pg: Any, warehouse: Any) -> None:
@@ -81,6 +82,7 @@ def test_lineage_lists_source_staging_quarantine_and_stored_datasets(
     assert not any((data_dir / "_work" / "sensors" / "2026-03-01").iterdir())
 
 
+@pytest.mark.postgres
 def test_rerunning_a_logical_date_never_duplicates_rows(
         data_dir: Path, load: Any, sensor_spec: Any, make_context: Any, dataset_table: Any, pg: Any) -> None:
     landing = data_dir / "landing" / "sensors" / "2026-03-01"
@@ -124,6 +126,7 @@ def test_rerunning_a_logical_date_never_duplicates_rows(
     pg.commit()
 
 
+@pytest.mark.unit
 def test_staging_gone_is_a_clear_permanent_error(load: Any, sensor_spec: Any, make_context: Any,
                                                  tmp_path: Path) -> None:
     from tributary.core.failfast import ClassifiedFailure

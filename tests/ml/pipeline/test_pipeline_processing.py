@@ -21,6 +21,8 @@ from tributary.ml.pipeline.processing import (
     typed_schema,
 )
 
+pytestmark = pytest.mark.unit
+
 COLUMN_TYPES = [("id", "int"), ("sensor", "string"), ("reading", "float"), ("day", "date"), ("ok", "bool")]
 
 

@@ -21,6 +21,7 @@ def _rows(source: Any) -> list[dict[str, Any]]:
     return [row for batch in source.batches() for row in batch.to_pylist()]
 
 
+@pytest.mark.unit
 def test_landing_csv_keeps_bad_rows_for_quarantine(data_dir: Path) -> None:
     folder = data_dir / "landing" / "sensors" / "2026-03-01"
     folder.mkdir(parents=True)
@@ -37,6 +38,7 @@ def test_landing_csv_keeps_bad_rows_for_quarantine(data_dir: Path) -> None:
     assert source.inputs() == [{"namespace": "file", "name": str(folder.resolve())}]
 
 
+@pytest.mark.unit
 def test_landing_jsonl_and_parquet(data_dir: Path) -> None:
     folder = data_dir / "landing" / "mixed"
     folder.mkdir(parents=True)
@@ -56,6 +58,7 @@ def test_landing_jsonl_and_parquet(data_dir: Path) -> None:
         ("7", "b", "0.25", "false", "b.parquet:1"), ("8", None, "1e+20", "true", "b.parquet:2")]
 
 
+@pytest.mark.unit
 def test_missing_landing_files_are_transient_unless_allowed() -> None:
     config = {"kind": "files", "path": "nowhere/*.csv", "format": "csv"}
     with pytest.raises(TransientError, match="no files match"):
@@ -63,6 +66,7 @@ def test_missing_landing_files_are_transient_unless_allowed() -> None:
     assert _rows(open_source({**config, "allow_empty": True}, COLUMNS, 10)) == []
 
 
+@pytest.mark.unit
 def test_package_file_reads_scikit_learns_iris_without_network() -> None:
     columns = [{"name": n, "type": "float"} for n in ("sepal_length", "sepal_width", "petal_length", "petal_width")]
     columns.append({"name": "target", "type": "int"})
@@ -77,6 +81,7 @@ def test_package_file_reads_scikit_learns_iris_without_network() -> None:
     assert source.inputs() == [{"namespace": "file", "name": str(package_file("sklearn", "datasets/data/iris.csv"))}]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("endpoint", "options"), [
     ("/items/page", {"records_path": "data", "pagination": {"type": "page", "size_param": "per_page",
                                                              "page_size": 8}}),
@@ -93,6 +98,7 @@ def test_http_source_follows_every_pagination_style(json_api: Any, endpoint: str
     assert source.inputs() == [{"namespace": json_api.url, "name": endpoint}]
 
 
+@pytest.mark.unit
 def test_http_source_retries_transient_errors_and_uses_the_connection_token(
         json_api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     host = json_api.url.removeprefix("http://")
@@ -112,6 +118,7 @@ def test_http_source_retries_transient_errors_and_uses_the_connection_token(
     assert classify(caught.value).error_class is ErrorClass.PERMANENT  # no retry for bad credentials
 
 
+@pytest.mark.postgres
 def test_sql_source_streams_a_query_with_bind_parameters(pg: Any) -> None:
     with pg.cursor() as cur:
         cur.execute("DROP TABLE IF EXISTS sensor_readings")
@@ -134,6 +141,7 @@ def test_sql_source_streams_a_query_with_bind_parameters(pg: Any) -> None:
     pg.commit()
 
 
+@pytest.mark.postgres
 def test_collect_operator_stages_the_source_in_batches(data_dir: Path, load: Any, sensor_spec: Any,
                                                        make_context: Any, pg: Any) -> None:
     from tributary.ml.pipeline.operators import CollectOperator

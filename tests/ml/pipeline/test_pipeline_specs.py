@@ -9,6 +9,8 @@ import pytest
 
 from tributary.ml.pipeline.specs import PipelineSpecError, load_spec, load_specs, spec_files
 
+pytestmark = pytest.mark.unit
+
 
 def test_default_specs_are_valid_and_use_packaged_datasets() -> None:
     specs, errors = load_specs()

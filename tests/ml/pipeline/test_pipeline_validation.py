@@ -51,6 +51,7 @@ def _quarantined(pg: Any, source: str = "ml_pipeline_sensors") -> dict[str, str]
     return rows
 
 
+@pytest.mark.postgres
 def test_bad_rows_are_quarantined_with_reasons_and_good_rows_continue(
         data_dir: Path, load: Any, sensor_spec: Any, make_context: Any, pg: Any, reports: Path) -> None:
     _land(data_dir, GOOD + list(BAD))
@@ -90,6 +91,7 @@ def test_bad_rows_are_quarantined_with_reasons_and_good_rows_continue(
     assert result["rows_quarantined"] == 1 and list(_quarantined(pg)) == ["readings.csv:8"]
 
 
+@pytest.mark.postgres
 def test_a_batch_over_the_failure_threshold_fails_as_a_data_error_after_quarantining(
         data_dir: Path, load: Any, sensor_spec: Any, make_context: Any, pg: Any, reports: Path) -> None:
     _land(data_dir, GOOD + list(BAD))
@@ -104,6 +106,7 @@ def test_a_batch_over_the_failure_threshold_fails_as_a_data_error_after_quaranti
     assert "failed:" in page
 
 
+@pytest.mark.unit
 def test_validate_stage_raises_data_error_itself(data_dir: Path, load: Any, sensor_spec: Any, make_context: Any,
                                                  tmp_path: Path) -> None:
     from tributary.ml.pipeline.operators import CollectOperator
@@ -124,6 +127,7 @@ def test_validate_stage_raises_data_error_itself(data_dir: Path, load: Any, sens
     assert result.rows_in == 5 and result.failure.startswith("sensors batch 1: 3 of 5 records rejected")
 
 
+@pytest.mark.postgres
 def test_a_failed_table_level_expectation_fails_the_batch(data_dir: Path, load: Any, sensor_spec: Any,
                                                           make_context: Any, pg: Any) -> None:
     suite = {"name": "mean", "expectations": [
@@ -137,6 +141,7 @@ def test_a_failed_table_level_expectation_fails_the_batch(data_dir: Path, load: 
     assert "expect_column_mean_to_be_between(reading)" in str(caught.value)
 
 
+@pytest.mark.postgres
 def test_every_batch_is_validated(data_dir: Path, load: Any, sensor_spec: Any, make_context: Any, pg: Any) -> None:
     lines = [f"{i},{'abc'[i % 3]},{i % 100},2026-03-01,true" for i in range(1, 251)]
     lines[199] = "200,a,-5,2026-03-01,true"  # in the last batch
@@ -148,6 +153,7 @@ def test_every_batch_is_validated(data_dir: Path, load: Any, sensor_spec: Any, m
     assert '"batch": 3' in document
 
 
+@pytest.mark.postgres
 def test_a_batch_with_nothing_valid_left_is_all_quarantined(data_dir: Path, load: Any, sensor_spec: Any,
                                                             make_context: Any, pg: Any) -> None:
     _land(data_dir, ["x,a,1,2026-03-01,true", "1,a,1", "2,a,two,2026-03-01,true"])
