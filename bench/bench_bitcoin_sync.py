@@ -43,7 +43,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-MAINNET_BLOCK = Path("/work/shared/data/bitcoin/block413567.raw")
+# shared/ (public chain data) beside the checkout, or where TRIBUTARY_SHARED_DIR says
+SHARED = Path(os.environ.get("TRIBUTARY_SHARED_DIR") or ROOT.parent / "shared")
+MAINNET_BLOCK = SHARED / "data" / "bitcoin" / "block413567.raw"
 RATIO_TARGET = 5.0
 TABLES = ("btc_blocks", "btc_transactions", "btc_inputs", "btc_outputs")
 FANOUT_OUTPUTS = 2_500  # outputs per funding transaction: ~80 kvB, below Core's 100 kvB standard size
