@@ -1,8 +1,9 @@
-"""Client of Airflow's own public REST API v2 (JWT from ``POST /auth/token``).
+"""Airflow's own public REST API v2 (JWT from ``POST /auth/token``): the plain client and its hook.
 
-Used where a task must see the control plane (the health DAG lists Connections through it: in
-Airflow 3 a task has no metadata-DB access) and by the end-to-end tests and benchmarks, so those
-exercise the same path a user's script does.
+:class:`AirflowApiClient` needs no Connection; :class:`AirflowApiHook` builds it from one. Used where
+a task must see the control plane (the health DAG lists Connections through it: in Airflow 3 a task
+has no metadata-DB access) and by the end-to-end tests and benchmarks, so those exercise the same
+path a user's script does.
 """
 
 from __future__ import annotations
