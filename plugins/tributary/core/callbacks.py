@@ -15,6 +15,7 @@ from typing import Any
 from tributary.core.events import EventStore, event_from_context
 from tributary.core.masking import mask_text
 from tributary.core.notifiers import alerting_config, build_notifiers, dispatch, should_alert
+from tributary.storage import WAREHOUSE_CONN_ID
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 class OutcomeRecorder:
     kind: str  # failure | retry | success
     system: str | None = None
-    warehouse_conn_id: str = "tributary_warehouse"
+    warehouse_conn_id: str = WAREHOUSE_CONN_ID
 
     def __call__(self, context: Mapping[str, Any]) -> None:
         try:

@@ -13,6 +13,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from tributary.storage import WAREHOUSE_CONN_ID
+
 
 def record_metrics(
     conn: Any,
@@ -47,7 +49,7 @@ def record_metrics(
 
 def record_task_metrics(context: Mapping[str, Any], metrics: Mapping[str, float | int],
                         tags: Mapping[str, Any] | None = None,
-                        warehouse_conn_id: str = "tributary_warehouse") -> int:
+                        warehouse_conn_id: str = WAREHOUSE_CONN_ID) -> int:
     """``record_metrics`` for the running task, from its Airflow context."""
     from tributary.storage.warehouse import WarehouseHook
 

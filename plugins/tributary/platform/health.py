@@ -19,6 +19,7 @@ from tributary.core.errors import PermanentError, classify
 from tributary.core.hooks import TributaryHook
 from tributary.core.masking import mask_text
 from tributary.platform import SYSTEM
+from tributary.storage import WAREHOUSE_CONN_ID
 
 
 def _opted_out(extra: Any) -> bool:
@@ -136,7 +137,7 @@ def restrict(found: list[dict[str, str]], only: list[str]) -> list[dict[str, str
 
 
 def publish_report(run_id: str, results: list[Mapping[str, Any]],
-                   warehouse_conn_id: str = "tributary_warehouse") -> dict[str, Any]:
+                   warehouse_conn_id: str = WAREHOUSE_CONN_ID) -> dict[str, Any]:
     """Log the table, store the rows (idempotent per run and Connection), return the summary."""
     import logging
 

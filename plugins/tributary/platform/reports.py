@@ -11,6 +11,7 @@ from typing import Any
 
 from tributary.core.analysis import fetch_aggregates, write_report
 from tributary.core.errors import DataError
+from tributary.storage import WAREHOUSE_CONN_ID
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def report_day(params: Mapping[str, Any], logical_date: datetime | None) -> date
 
 
 def run_error_analysis(params: Mapping[str, Any], logical_date: datetime | None,
-                       warehouse_conn_id: str = "tributary_warehouse") -> dict[str, Any]:
+                       warehouse_conn_id: str = WAREHOUSE_CONN_ID) -> dict[str, Any]:
     from tributary.storage.warehouse import WarehouseHook
 
     day = report_day(params, logical_date)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from tributary.core.errors import DataError, PermanentError
 from tributary.ml import SYSTEM
+from tributary.storage import WAREHOUSE_CONN_ID
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -281,7 +282,7 @@ class PostgresSource(DatasetSource):
 
     kind: ClassVar[str] = "postgres"
     table: str = ""
-    conn_id: str = "tributary_warehouse"
+    conn_id: str = WAREHOUSE_CONN_ID
 
     @property
     def name(self) -> str:

@@ -32,6 +32,7 @@ from airflow.sdk import BaseOperator, Context
 from tributary.core.failfast import classified, raise_classified
 from tributary.ml import SYSTEM
 from tributary.ml.models import ALIAS_CHALLENGER, ALIAS_CHAMPION
+from tributary.storage import WAREHOUSE_CONN_ID
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class ModelLifecycleOperator(BaseOperator):
     ui_color = "#e8f0fe"
 
     def __init__(self, *, model_name: str, mlflow_conn_id: str = "tributary_mlflow",
-                 warehouse_conn_id: str = "tributary_warehouse", **kwargs: Any) -> None:
+                 warehouse_conn_id: str = WAREHOUSE_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.model_name = model_name
         self.mlflow_conn_id = mlflow_conn_id

@@ -20,6 +20,7 @@ from typing import Any
 from tributary.core.errors import DataError
 from tributary.ml import SYSTEM
 from tributary.ml.models.datasets import DatasetSource
+from tributary.storage import WAREHOUSE_CONN_ID
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def score_to_warehouse(
     score_date: date,
     dag_id: str,
     run_id: str,
-    warehouse_conn_id: str = "tributary_warehouse",
+    warehouse_conn_id: str = WAREHOUSE_CONN_ID,
     batch_size: int = 10_000,
 ) -> ScoreResult:
     from tributary.storage.warehouse import WarehouseHook

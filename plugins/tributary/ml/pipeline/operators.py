@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from tributary.ml import SYSTEM
+from tributary.storage import WAREHOUSE_CONN_ID
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class PipelineStepOperator(BaseOperator):
     step: ClassVar[str] = ""
     ui_color = "#e8f1fb"
 
-    def __init__(self, *, spec: Mapping[str, Any], warehouse_conn_id: str = "tributary_warehouse",
+    def __init__(self, *, spec: Mapping[str, Any], warehouse_conn_id: str = WAREHOUSE_CONN_ID,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.spec = dict(spec)

@@ -34,6 +34,7 @@ from tributary.ml import SYSTEM
 from tributary.ml.pipeline import lineage
 from tributary.ml.pipeline.assets import landing_dir
 from tributary.ml.pipeline.staging import rebatch
+from tributary.storage import WAREHOUSE_CONN_ID
 
 log = logging.getLogger(__name__)
 
@@ -404,7 +405,7 @@ class SqlSource(Source):
 
     @property
     def conn_id(self) -> str:
-        return self.config.get("conn_id") or "tributary_warehouse"
+        return self.config.get("conn_id") or WAREHOUSE_CONN_ID
 
     def describe(self) -> str:
         return f"query on {self.conn_id}: {' '.join(self.config['query'].split())[:200]}"
