@@ -518,12 +518,17 @@ def test_contracts_deployed_and_called_over_rest_on_anvil_and_the_stacks_simnet(
     bad = ops.trigger("evm_contract_execution", {"contract": "Registry", "function": "record", "value_wei": "-1"})
     assert bad.status_code == 400, bad.text
 
+    # The run command deployed the examples, so the DAG's defaults read `counter` on a fresh devnet;
+    # a deploy over REST publishes the same source under a new name.
+    run_id, state = _trigger_and_wait(ops, "stacks_contract_execution", {})
+    assert state == "success", airflow.log_tail()
     request = f"e2e-{uuid.uuid4().hex[:8]}"
-    run_id, state = _trigger_and_wait(ops, "stacks_contract_execution",
-                                      {"action": "deploy", "contract": "counter", "request_id": request})
+    contract = f"counter-{request}"
+    run_id, state = _trigger_and_wait(ops, "stacks_contract_execution", {
+        "action": "deploy", "contract": contract, "source_file": "counter.clar", "request_id": request})
     assert state == "success", airflow.log_tail()
     run_id, state = _trigger_and_wait(ops, "stacks_contract_execution", {
-        "action": "call", "contract": "counter", "function": "increment", "args": [{"type": "uint", "value": "3"}],
+        "action": "call", "contract": contract, "function": "increment", "args": [{"type": "uint", "value": "3"}],
         "request_id": f"{request}-call"})
     assert state == "success", airflow.log_tail()
     outcome = ops.xcom("stacks_contract_execution", run_id, "await_confirmation")

@@ -5,17 +5,19 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
 from tributary.bitcoin import SYSTEM
-from tributary.bitcoin.settlement import SettlementConfig, apply_event, confirmation_plan
 from tributary.bitcoin.triggers import NewTipTrigger, TransactionConfirmedTrigger
 from tributary.core.errors import DataError
 from tributary.core.failfast import raise_classified
 from tributary.core.triggers import Status, error_from_event
 from tributary.storage import WAREHOUSE_CONN_ID
+
+if TYPE_CHECKING:
+    from tributary.bitcoin.settlement import SettlementConfig
 
 
 # --------------------------------------------------------------------------- new chain tip
@@ -119,10 +121,14 @@ class SettlementConfirmationOperator(BaseOperator):
         self.wait_timeout = wait_timeout
 
     def _config(self) -> SettlementConfig:
+        from tributary.bitcoin.settlement import SettlementConfig  # heavy (Postgres provider): not at DAG parse
+
         return SettlementConfig(self.conn_id, self.warehouse_conn_id)
 
     def execute(self, context: Any) -> dict[str, Any]:
         try:
+            from tributary.bitcoin.settlement import confirmation_plan
+
             plan = confirmation_plan(self.settlement_id, config=self._config())
         except Exception as exc:
             raise_classified(exc, SYSTEM)
@@ -134,6 +140,8 @@ class SettlementConfirmationOperator(BaseOperator):
         if event.get("status") == Status.ERROR:
             raise_classified(error_from_event(event, SYSTEM), SYSTEM)
         try:  # the chain events; anything else is refused there as an unexpected event
+            from tributary.bitcoin.settlement import apply_event
+
             plan = apply_event(self.settlement_id, event, run_id=context["run_id"], config=self._config())
         except Exception as exc:
             raise_classified(exc, SYSTEM)

@@ -7,8 +7,9 @@ everything that is the same for every wait, so a subclass is its fields and one 
 * the loop, with ``poll()`` and ``make_hook()`` run in a thread (``asyncio.to_thread``) because our
   hooks are blocking clients and the triggerer's event loop must never block;
 * classification of every exception by :func:`tributary.core.errors.classify`: a transient failure
-  (node down, warming up, 5xx, timeout) is logged and polled again, anything else ends the wait with
-  an :class:`ErrorEvent` whose message is masked;
+  (node down, warming up, 5xx, timeout) is logged and polled again, backing off exponentially up to
+  ``max_backoff`` seconds while it lasts; anything else ends the wait with an :class:`ErrorEvent`
+  whose message is masked;
 * the deadline, an absolute epoch time fixed when the trigger is first built and serialized with it,
   so a trigger resumed by another triggerer keeps the original deadline; at the deadline the wait
   ends with a :class:`TimeoutEvent`;
@@ -97,6 +98,7 @@ class PollingTrigger(BaseTrigger):
 
     fields: ClassVar[tuple[str, ...]] = ()
     system: ClassVar[str] = ""
+    max_backoff: ClassVar[float] = 300.0  # longest pause between polls while the peer keeps failing
 
     def __init__(self, *, poll_interval: float, timeout: float | None = None,
                  deadline: float | None = None) -> None:
@@ -160,4 +162,13 @@ class PollingTrigger(BaseTrigger):
             if self.deadline is not None and time.time() >= self.deadline:
                 yield TriggerEvent(self.timeout_event())
                 return
-            await asyncio.sleep(self.poll_interval)
+            await asyncio.sleep(self.pause(failures))
+
+    def pause(self, failures: int) -> float:
+        """Seconds until the next poll: ``poll_interval``, doubled per consecutive transient failure up
+        to ``max_backoff``, and never past the deadline."""
+        pause = self.poll_interval if failures == 0 else min(self.poll_interval * 2 ** failures,
+                                                             max(self.max_backoff, self.poll_interval))
+        if self.deadline is not None:
+            pause = max(0.0, min(pause, self.deadline - time.time()))
+        return pause
