@@ -247,13 +247,7 @@ class BitcoinCoreHook(TributaryHook):
         return self.get_conn()
 
     def get_conn(self) -> Any:
-        import requests
-
-        if self.connection.password:
-            mask_secret(self.connection.password)
-        session = requests.Session()
-        session.headers.update({"Content-Type": "application/json", "Accept": "application/json"})
-        return session
+        return self.json_session(**{"Content-Type": "application/json"})
 
     # ----------------------------------------------------------------- transport
     def _post(self, document: Any, *, wallet: str | None, timeout: float | None) -> Any:

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, TypeVar
 from airflow.sdk import BaseHook
 
 from tributary.core.errors import PermanentError, classify
-from tributary.core.masking import mask_text
+from tributary.core.masking import mask_secret, mask_text
 from tributary.core.retry import RetryPolicy, call_with_retry
 
 T = TypeVar("T")
@@ -96,6 +96,16 @@ class TributaryHook(BaseHook):
             return host
         port = self.connection.port or default_port
         return f"http://{host}" + (f":{port}" if port else "")
+
+    def json_session(self, **headers: str) -> Any:
+        """A ``requests.Session`` for a JSON API, with the Connection's password handed to the secrets
+        masker first (it authenticates the calls the session makes)."""
+        import requests
+
+        mask_secret(self.connection.password)
+        session = requests.Session()
+        session.headers.update({"Accept": "application/json", **headers})
+        return session
 
     # ----------------------------------------------------------------- behaviour
     def get_conn(self) -> Any:

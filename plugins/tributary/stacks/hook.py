@@ -160,13 +160,7 @@ class StacksHook(TributaryHook):
         return self.get_conn()
 
     def get_conn(self) -> Any:
-        import requests
-
-        if self.connection.password:
-            mask_secret(self.connection.password)
-        session = requests.Session()
-        session.headers.update({"Accept": "application/json"})
-        return session
+        return self.json_session()
 
     # ----------------------------------------------------------------- transport
     def _request(self, method: str, path: str, *, json_body: Any = None, data: bytes | None = None,
