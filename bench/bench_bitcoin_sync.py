@@ -206,7 +206,7 @@ class NaiveSync:
 
     def run(self, start: int, stop: int) -> dict[str, float]:
         from tributary.bitcoin import store
-        from tributary.bitcoin.hook import btc_to_sats
+        from tributary.bitcoin.amounts import btc_to_sats
 
         rows = txs = 0
         started = time.perf_counter()

@@ -20,7 +20,8 @@ from bitcoin.core import CTransaction, b2lx
 from bitcoin_fake_node import RpcFault, fails
 
 from tests._shared import SHARED
-from tributary.bitcoin.hook import BitcoinCoreHook, BitcoinRpcError, btc_to_sats, sats_to_btc
+from tributary.bitcoin.amounts import btc_to_sats, sats_to_btc
+from tributary.bitcoin.hook import BitcoinCoreHook, BitcoinRpcError
 from tributary.bitcoin.parse import iter_block_file
 from tributary.core.errors import DataError, ErrorClass, PermanentError, TransientError, classify
 from tributary.core.retry import RetryPolicy

@@ -18,7 +18,8 @@ import pytest
 import requests
 from bitcoin.core import CBlock, b2lx
 
-from tributary.bitcoin.hook import BitcoinCoreHook, BitcoinRpcError, btc_to_sats, sats_to_btc
+from tributary.bitcoin.amounts import btc_to_sats, sats_to_btc
+from tributary.bitcoin.hook import BitcoinCoreHook, BitcoinRpcError
 from tributary.core.errors import ErrorClass, PermanentError, classify
 from tributary.core.masking import mask_text
 from tributary.core.retry import RetryPolicy

@@ -140,7 +140,7 @@ def _counts(conn: Any, chain: str) -> dict[str, int]:
 
 def _assert_matches_node(conn: Any, net: Devnet, chain: str, heights: range) -> None:
     """Hashes, prev links, tx counts, txids and fees (getblock verbosity 2) as the node says."""
-    from tributary.bitcoin.hook import btc_to_sats
+    from tributary.bitcoin.amounts import btc_to_sats
 
     with conn.cursor() as cur:
         for height in heights:

@@ -149,7 +149,7 @@ def states(run: Any) -> dict[str, str]:
 
 
 def chain_outputs(devnet: Devnet, txid: str) -> dict[str, int]:
-    from tributary.bitcoin.hook import btc_to_sats
+    from tributary.bitcoin.amounts import btc_to_sats
 
     return {o["scriptPubKey"]["address"]: btc_to_sats(str(o["value"])) for o in devnet.tx(txid)["vout"]}
 

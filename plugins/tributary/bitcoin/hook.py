@@ -13,7 +13,7 @@ import itertools
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from tributary.bitcoin import SYSTEM
 from tributary.bitcoin.addresses import normalize_network
-from tributary.bitcoin.amounts import SATS_PER_BTC
+from tributary.bitcoin.amounts import SATS_PER_BTC, btc_to_sats
 from tributary.core.errors import (
     DataError,
     ErrorClass,
@@ -36,7 +36,6 @@ from tributary.core.retry import RetryPolicy
 if TYPE_CHECKING:
     from bitcoin.core import CBlock
 
-_SAT = Decimal("0.00000001")
 
 # Core's RPC error codes (src/rpc/protocol.h) and their class. Codes not listed fall back to the
 # generic JSON-RPC rules in tributary.core.errors (reserved -32xxx ranges; otherwise permanent).
@@ -85,25 +84,7 @@ _DECIMAL_MARK = "__tributary_decimal__:"
 _DECIMAL_TOKEN = re.compile(r'"' + _DECIMAL_MARK + r'([-+0-9.Ee]+)"')
 
 
-# --------------------------------------------------------------------------- amounts
-def btc_to_sats(amount: Decimal | int | str) -> int:
-    """An amount in BTC (as Core prints it) to integer satoshis; refuses floats and sub-satoshi values."""
-    if isinstance(amount, float):
-        raise TypeError("BTC amounts must be Decimal, int or str, never float")
-    try:
-        value = Decimal(amount)
-    except InvalidOperation as exc:
-        raise ValueError(f"not a BTC amount: {amount!r}") from exc
-    sats = value * SATS_PER_BTC
-    if not sats.is_finite() or sats != sats.to_integral_value():
-        raise ValueError(f"not a whole number of satoshis: {amount!r} BTC")
-    return int(sats)
-
-
-def sats_to_btc(sats: int) -> Decimal:
-    return (Decimal(int(sats)) / SATS_PER_BTC).quantize(_SAT)
-
-
+# --------------------------------------------------------------------------- networks
 def normalize_chain(name: str) -> str:
     """Core's chain name for a Connection's ``network`` extra (aliases as the address tables take them);
     an unknown one is a configuration mistake, so a permanent error."""

@@ -31,7 +31,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from tributary.bitcoin import SYSTEM
-from tributary.bitcoin.amounts import SATS_PER_BTC
+from tributary.bitcoin.amounts import SATS_PER_BTC, btc_to_sats
 from tributary.core.errors import DataError, ErrorClass, PermanentError, TributaryError, classify
 from tributary.storage import WAREHOUSE_CONN_ID
 
@@ -51,11 +51,11 @@ _RATE = Decimal("0.001")
 # --------------------------------------------------------------------------- fee-rate statistics
 def sats(amount: Any) -> int:
     """A BTC amount as the hook decodes it (Decimal) to satoshis."""
-    value = Decimal(str(amount)) * SATS_PER_BTC
-    if value != value.to_integral_value():
+    try:
+        return btc_to_sats(str(amount))
+    except (TypeError, ValueError) as exc:
         raise DataError(f"amount {amount!r} BTC is not a whole number of satoshis", system=SYSTEM,
-                        reason="malformed_amount")
-    return int(value)
+                        reason="malformed_amount") from exc
 
 
 def feerate(fee_sat: int, vsize: Decimal | int) -> Decimal:

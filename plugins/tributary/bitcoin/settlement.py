@@ -395,7 +395,7 @@ def _register_rejected(ledger: SettlementLedger, sid: str | None, payouts: Any, 
 
 def _wallet_payment(hook: BitcoinCoreHook, payouts: Sequence[Payout], exclude: set[str]) -> dict[str, Any] | None:
     """A wallet transaction (not conflicted, not in the ledger) paying exactly these payouts, if any."""
-    from tributary.bitcoin.hook import btc_to_sats
+    from tributary.bitcoin.amounts import btc_to_sats
 
     sends: dict[str, Counter] = {}
     for row in hook.call("listtransactions", "*", 200, 0):
@@ -458,7 +458,8 @@ def sign_and_broadcast(settlement_id: str, *, run_id: str | None, config: Settle
     committed to the ledger before ``sendrawtransaction``; a repeat re-broadcasts those bytes, which
     the node answers as already known.
     """
-    from tributary.bitcoin.hook import BitcoinRpcError, btc_to_sats
+    from tributary.bitcoin.amounts import btc_to_sats
+    from tributary.bitcoin.hook import BitcoinRpcError
 
     with config.ledger() as ledger:
         row = ledger.load(settlement_id)
@@ -659,7 +660,7 @@ def _unconfirm(ledger: SettlementLedger, row: dict[str, Any], event: str, *, txi
 
 def _confirm(hook: BitcoinCoreHook, ledger: SettlementLedger, row: dict[str, Any], event: Mapping[str, Any],
              run_id: str | None) -> None:
-    from tributary.bitcoin.hook import btc_to_sats
+    from tributary.bitcoin.amounts import btc_to_sats
 
     sid, winner = row["id"], str(event["txid"])
     fields: dict[str, Any] = {"status": "confirmed", "confirmations": int(event["confirmations"]),
@@ -680,7 +681,8 @@ def _confirm(hook: BitcoinCoreHook, ledger: SettlementLedger, row: dict[str, Any
 def _bump(hook: BitcoinCoreHook, ledger: SettlementLedger, row: dict[str, Any], event: Mapping[str, Any],
           run_id: str | None) -> None:
     """Replace-by-fee a transaction still unconfirmed after bump_after_minutes, within max_fee_sats."""
-    from tributary.bitcoin.hook import BitcoinRpcError, btc_to_sats
+    from tributary.bitcoin.amounts import btc_to_sats
+    from tributary.bitcoin.hook import BitcoinRpcError
 
     sid, txid = row["id"], row["txid"]
     if event.get("txid") != txid or row["status"] != "broadcast":
@@ -718,7 +720,7 @@ def _bump(hook: BitcoinCoreHook, ledger: SettlementLedger, row: dict[str, Any], 
 def _adopt_replacement(hook: BitcoinCoreHook, ledger: SettlementLedger, row: dict[str, Any], new_txid: str,
                        run_id: str | None, *, reason: str, **detail: Any) -> None:
     """Follow a replacement of the current transaction after checking it pays the same payouts."""
-    from tributary.bitcoin.hook import btc_to_sats
+    from tributary.bitcoin.amounts import btc_to_sats
 
     sid, old = row["id"], row["txid"]
     if new_txid == old or new_txid in row["replaced_txids"]:
