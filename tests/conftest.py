@@ -6,6 +6,7 @@ private cluster started with pgserver. Each test session gets its own database, 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import tempfile
@@ -63,6 +64,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     problems = [problem for item in items for problem in marker_problems(item)]
     if problems:
         raise pytest.UsageError("tests whose markers are missing or wrong:\n  " + "\n  ".join(problems))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure() -> None:
+    # The run is over and the process exits: without this, the interpreter's last garbage collections
+    # walk every object left (~850k after a unit run: Airflow, MLflow, pandas...), 5 s of a 55 s run.
+    gc.freeze()
 
 
 @pytest.fixture(scope="session", autouse=True)

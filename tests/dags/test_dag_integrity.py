@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.unit
+from tests.dags._heavy_imports import DAG_FILES, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-DAG_FILES = sorted(p for p in (ROOT / "dags").rglob("*.py") if not p.name.startswith("_"))
-HEAVY_MODULES = ("pandas", "sklearn", "mlflow", "great_expectations", "web3", "bitcoin", "pyarrow", "matplotlib")
+pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")
@@ -50,48 +45,6 @@ def test_every_param_is_typed(dagbag) -> None:
         for name in dag.params:
             assert "type" in dag.params.get_param(name).schema, f"{dag_id}: param {name} has no type"
         dag.params.validate()  # every default satisfies its own schema
-
-
-# One fresh interpreter imports Airflow's SDK once (the ~4 s every DAG file pays first), then forks a child
-# per DAG file that imports just that file. A child starts with none of HEAVY_MODULES unless airflow.sdk
-# itself pulls one in (then every file reports it), so what it reports is what a fresh interpreter
-# importing that file would: the same check as one interpreter per file, without paying Airflow 16 times.
-HEAVY_IMPORTS_PROBE = """
-import importlib.util, json, os, sys
-import airflow.sdk
-heavy, paths, out = json.loads(sys.argv[1])
-children = []
-for index, path in enumerate(paths):
-    pid = os.fork()
-    if pid == 0:
-        try:
-            spec = importlib.util.spec_from_file_location("dag_under_test", path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            result = sorted(m for m in heavy if m in sys.modules)
-        except BaseException as exc:
-            result = f"importing {path} failed: {exc!r}"
-        with open(os.path.join(out, str(index)), "w") as f:
-            json.dump(result, f)
-        os._exit(0)
-    children.append(pid)
-for pid in children:
-    os.waitpid(pid, 0)
-"""
-
-
-@pytest.fixture(scope="module")
-def heavy_imports(tmp_path_factory: pytest.TempPathFactory) -> dict[Path, object]:
-    """The heavy modules each DAG file imports at top level (or why importing it failed)."""
-    out = tmp_path_factory.mktemp("heavy-imports")
-    subprocess.run([sys.executable, "-c", HEAVY_IMPORTS_PROBE,
-                    json.dumps([HEAVY_MODULES, [str(p) for p in DAG_FILES], str(out)])],
-                   capture_output=True, text=True, timeout=300, cwd=ROOT, check=True)
-    results = {}
-    for index, path in enumerate(DAG_FILES):
-        answer = out / str(index)
-        results[path] = json.loads(answer.read_text()) if answer.exists() else "the probe process died"
-    return results
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: str(p.relative_to(ROOT)))
