@@ -671,6 +671,8 @@ class Node:
         wanted = {decode_address(a) for a in addresses} if addresses else None
         result = []
         for c in sorted(_wallet.coins(), key=lambda c: (-c.confirmations, c.txid, c.vout)):
+            if _wallet.is_locked(c.txid, c.vout):  # Core's AvailableCoins skips locked coins
+                continue
             if not (_int_param(minconf) <= c.confirmations <= _int_param(maxconf)):
                 continue
             if wanted is not None and c.coin.spk not in wanted:
@@ -765,8 +767,65 @@ class Node:
             bool(options.get("replaceable", True)),
             selected,
         )
+        if options.get("lockUnspents", options.get("lock_unspents", False)):
+            for txin in tx.vin:  # as Core's FundTransaction: in memory only (not persistent)
+                _wallet.locked.setdefault((txin.txid.hex(), txin.vout), False)
         psbt = _wallet.to_psbt(tx)
         return {"psbt": psbt.to_string(), "fee": Amount(fee), "changepos": change_pos}
+
+    def rpc_lockunspent(self, _wallet, unlock, transactions=None, persistent=False) -> bool:
+        """Core's src/wallet/rpc/coins.cpp: every outpoint is checked before any lock changes."""
+        if not isinstance(unlock, bool):
+            raise RPCError(TYPE_ERROR, f"JSON value of type {_json_type(unlock)} is not of expected type bool")
+        if not isinstance(persistent, bool):
+            raise RPCError(TYPE_ERROR, f"JSON value of type {_json_type(persistent)} is not of expected type bool")
+        _wallet.unlock_spent()
+        if transactions is None:
+            if unlock:  # no outputs: unlock everything (persistent locks too)
+                _wallet.locked.clear()
+                _wallet.save()
+            return True
+        if not isinstance(transactions, list):
+            raise RPCError(TYPE_ERROR, f"JSON value of type {_json_type(transactions)} is not of expected type array")
+        known = _wallet.all_transactions()
+        outpoints: list[tuple[str, int]] = []
+        for item in transactions:
+            if not isinstance(item, dict):
+                raise RPCError(TYPE_ERROR, f"JSON value of type {_json_type(item)} is not of expected type object")
+            for key, kind in (("txid", "string"), ("vout", "number")):
+                if key not in item:
+                    raise RPCError(TYPE_ERROR, f"Missing {key}")
+                if _json_type(item[key]) != kind:
+                    raise RPCError(TYPE_ERROR, f"Expected type {kind} for {key}, got {_json_type(item[key])}")
+            txid, n = _hash_param(item["txid"], "txid"), _int_param(item["vout"])
+            if n < 0:
+                raise RPCError(INVALID_PARAMETER, "Invalid parameter, vout cannot be negative")
+            if txid not in known:
+                raise RPCError(INVALID_PARAMETER, "Invalid parameter, unknown transaction")
+            if n >= len(known[txid][0].vout):
+                raise RPCError(INVALID_PARAMETER, "Invalid parameter, vout index out of bounds")
+            if _wallet.is_spent(txid, n):
+                raise RPCError(INVALID_PARAMETER, "Invalid parameter, expected unspent output")
+            locked = (txid, n) in _wallet.locked
+            if unlock and not locked:
+                raise RPCError(INVALID_PARAMETER, "Invalid parameter, expected locked output")
+            if not unlock and locked and not persistent:
+                raise RPCError(INVALID_PARAMETER, "Invalid parameter, output already locked")
+            outpoints.append((txid, n))
+        for outpoint in outpoints:
+            if unlock:
+                _wallet.locked.pop(outpoint, None)  # unlocking clears persistent and in-memory locks
+            else:
+                _wallet.locked[outpoint] = bool(persistent)
+        if unlock or persistent:
+            _wallet.save()
+        return True
+
+    def rpc_listlockunspent(self, _wallet) -> list[dict[str, Any]]:
+        _wallet.unlock_spent()
+        # std::set<COutPoint> order: the txid's internal (little-endian) bytes, then the index
+        ordered = sorted(_wallet.locked, key=lambda o: (bytes.fromhex(o[0])[::-1], o[1]))
+        return [{"txid": txid, "vout": n} for txid, n in ordered]
 
     def rpc_walletprocesspsbt(
         self, _wallet, psbt, sign=True, sighashtype="DEFAULT", bip32derivs=True, finalize=True

@@ -79,6 +79,9 @@ class Wallet:
         self.labels: dict[str, str] = state.get("labels", {})
         self.txs: dict[str, dict[str, Any]] = state.get("txs", {})  # txid -> {"hex", "time"}
         self.replaces: dict[str, str] = state.get("replaces", {})
+        # lockunspent: outpoint -> persistent. Only persistent locks are in wallet.json, so a restart
+        # or an unload/load forgets the others, as Core's in-memory setLockedCoins does.
+        self.locked: dict[tuple[str, int], bool] = {(t, int(n)): True for t, n in state.get("locked", [])}
         self.root = bip32.HDKey.from_seed(self.seed, version=REGTEST["xprv"])
         self.account = self.root.derive(ACCOUNT_PATH)
         self.scripts: dict[bytes, tuple[int, int]] = {}
@@ -104,6 +107,7 @@ class Wallet:
             "labels": self.labels,
             "txs": self.txs,
             "replaces": self.replaces,
+            "locked": sorted([t, n] for (t, n), persistent in self.locked.items() if persistent),
         }
         tmp = self.path / "wallet.json.tmp"
         tmp.write_text(json.dumps(state))
@@ -180,7 +184,25 @@ class Wallet:
             tx = self.chain.mempool[txid].tx
             if self.involves(tx):
                 self.txs[txid] = {"hex": tx.serialize().hex(), "time": int(time.time())}
+                self.unlock_spent()
                 self.save()
+
+    # ----- locked coins (lockunspent) ---------------------------------------------------------
+    def is_spent(self, txid: str, n: int) -> bool:
+        """Spent by a transaction in the mempool or in the active chain."""
+        if (txid, n) in self.chain.spent_by:
+            return True
+        return txid in self.chain.txindex and (txid, n) not in self.chain.utxo
+
+    def unlock_spent(self) -> None:
+        """Core's CWallet::AddToSpends unlocks every outpoint a wallet transaction spends (Core >= 24):
+        a lock only ever holds back coins that are still unspent."""
+        for outpoint in [o for o in self.locked if self.is_spent(*o)]:
+            del self.locked[outpoint]
+
+    def is_locked(self, txid: str, n: int) -> bool:
+        self.unlock_spent()  # also coins spent in a block that never passed through our mempool
+        return (txid, n) in self.locked
 
     def all_transactions(self) -> dict[str, tuple[CTransaction, Any]]:
         """Wallet transactions: those recorded from the mempool plus those in the active chain."""
@@ -246,7 +268,7 @@ class Wallet:
     ) -> tuple[Transaction, int, int]:
         """Select coins and add change; returns (unsigned tx, fee, change position or -1)."""
         available = sorted(self.coins(), key=lambda c: (c.confirmations == 0, -c.coin.value))
-        available = [c for c in available if c.trusted]
+        available = [c for c in available if c.trusted and not self.is_locked(c.txid, c.vout)]
         chosen: list[WalletCoin] = []
         if inputs:
             by_outpoint = {(c.txid, c.vout): c for c in self.coins()}
