@@ -44,14 +44,16 @@ def create_list(conn: Any, list_id: str, issuer: str, url: str, purpose: str = "
     conn.commit()
 
 
-def allocate(conn: Any, list_id: str) -> dict[str, Any]:
-    """Reserve the next index of the list; returns the ``credentialStatus`` entry for it."""
+def allocate(conn: Any, list_id: str, *, commit: bool = True) -> dict[str, Any]:
+    """Reserve the next index of the list; returns the ``credentialStatus`` entry for it. ``commit=False``:
+    the reservation stays in the caller's transaction (committed with what records it, or not at all)."""
     with conn.cursor() as cur:
         cur.execute("UPDATE vc_status_lists SET next_index = next_index + 1"
                     " WHERE list_id = %s AND next_index < size_bits RETURNING next_index - 1, url, purpose",
                     (list_id,))
         row = cur.fetchone()
-    conn.commit()
+    if commit:
+        conn.commit()
     if row is None:
         raise PermanentError(f"status list {list_id} is unknown or full", system=SYSTEM, reason="status_list_full")
     return status_entry(row[1], int(row[0]), row[2])
