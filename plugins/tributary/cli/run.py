@@ -1,11 +1,13 @@
 """Run Tributary locally: warehouse, metadata DB, settings, users, then the Airflow processes.
 
-    python -m tributary.cli.run [--port 8080] [--home PATH] [--prepare-only]
+    python -m tributary.cli.run [--port 8080] [--home PATH] [--warehouse-db NAME] [--reset-warehouse]
+                                [--prepare-only]
 
 Starts the devnets (``tributary.cli.devnets``: local test doubles of servers that cannot run here),
 then api-server, scheduler, dag-processor and triggerer (LocalExecutor, SQLite metadata DB by
 default), each in its own process group, and stops all of them on Ctrl-C / SIGTERM or when any one
-exits. The same topology runs under Celery in docker-compose.yaml.
+exits. The same topology runs under Celery in docker-compose.yaml. It refuses to start on a warehouse
+database that holds another deployment's state (``tributary.cli.deployment``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from tributary.cli.deployment import WarehouseOwnedElsewhere, check_database_name, default_database, home_is_new
 from tributary.cli.devnets import BITCOIN_BLOCK_INTERVAL, LocalDevnets
 from tributary.cli.env import PROJECT_ROOT, USERS, LocalDeployment, user_password
 
@@ -32,28 +35,27 @@ COMPONENTS: dict[str, list[str]] = {
 }
 
 
-def prepare(deployment: LocalDeployment, settings_file: Path, env: dict[str, str]) -> dict[str, str]:
-    """Warehouse, metadata DB, settings and users; returns the environment for the processes."""
+def prepare(deployment: LocalDeployment, settings_file: Path, env: dict[str, str], *, database: str | None = None,
+            new_home: bool = False, reset_warehouse: bool = False) -> dict[str, str]:
+    """Warehouse (checked to be this deployment's first), metadata DB, settings and users; returns the
+    environment for the processes. Raises :class:`WarehouseOwnedElsewhere` before anything is written
+    when the warehouse database belongs to another deployment."""
+    from tributary.cli.deployment import claim
     from tributary.storage.embedded import provision
 
     started = time.monotonic()
-    location = provision(deployment.state_dir, database=os.environ.get("TRIBUTARY_WAREHOUSE_DB", "tributary"))
+    database = check_database_name(database or os.environ.get("TRIBUTARY_WAREHOUSE_DB")
+                                   or default_database(deployment.home))
+    location = provision(deployment.state_dir, database=database)
+    owner, applied = claim(location, deployment.home, new_home=new_home, reset=reset_warehouse)
+    log.info("deployment %s, warehouse database %r (%s); migrations applied: %s", owner.deployment_id,
+             owner.database, owner.outcome, ", ".join(applied) or "none pending")
     env.update({"TRIBUTARY_WAREHOUSE_HOST": location.host, "TRIBUTARY_WAREHOUSE_PORT": str(location.port),
                 "TRIBUTARY_WAREHOUSE_USER": location.login, "TRIBUTARY_WAREHOUSE_DB": location.database})
     deployment.write_passwords_file()
     subprocess.run(["airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
     subprocess.run([sys.executable, "-m", "tributary.cli.settings", "load", str(settings_file)],
                    env=env, check=True)
-    import psycopg2
-
-    from tributary.storage.warehouse import apply_migrations
-
-    warehouse = psycopg2.connect(location.dsn())
-    try:
-        applied = apply_migrations(warehouse)
-    finally:
-        warehouse.close()
-    log.info("warehouse migrations applied: %s", ", ".join(applied) or "none pending")
     log.info("prepared in %.1fs (warehouse: %s)", time.monotonic() - started, location.kind)
     return env
 
@@ -154,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stacks-port", type=int, default=None,
                         help="RPC port of the stacks devnet (default 20443, or a free one if taken); "
                              "not started when TRIBUTARY_STACKS_URL names a real node")
+    parser.add_argument("--warehouse-db", default=None, metavar="NAME",
+                        help="warehouse database (default TRIBUTARY_WAREHOUSE_DB, else tributary for the default "
+                             "home and tributary_<hash of the home> for any other)")
+    parser.add_argument("--reset-warehouse", action="store_true",
+                        help="when the warehouse database belongs to another deployment, drop and re-create it "
+                             "(its data is lost) instead of refusing to start")
     parser.add_argument("--prepare-only", action="store_true", help="set up everything, start nothing")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -165,13 +173,24 @@ def main(argv: list[str] | None = None) -> int:
         deployment.worker_log_port, deployment.triggerer_log_port = args.log_server_ports
     if args.dags_folder:
         deployment.dags_folder = args.dags_folder.resolve()
+    database = args.warehouse_db or os.environ.get("TRIBUTARY_WAREHOUSE_DB") or default_database(deployment.home)
+    try:
+        check_database_name(database)
+    except ValueError as exc:
+        parser.error(str(exc))
     started = time.monotonic()
+    new_home = home_is_new(deployment.home)  # before environ() creates the home's secrets
     env = deployment.environ()
     devnets = LocalDevnets.plan(deployment.state_dir, env, args.bitcoin_port, args.stacks_port, args.evm_port,
                                 tuple(args.did_ports) if args.did_ports else None,
                                 tuple(args.dwn_ports) if args.dwn_ports else None, args.bitcoin_block_interval)
     env.update(devnets.environ())
-    env = prepare(deployment, args.settings, env)
+    try:
+        env = prepare(deployment, args.settings, env, database=database, new_home=new_home,
+                      reset_warehouse=args.reset_warehouse)
+    except WarehouseOwnedElsewhere as exc:
+        log.error("%s", exc)
+        return 2
     if args.prepare_only:
         return 0
 
