@@ -31,7 +31,9 @@ def did_devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
 def did_config(did_devnet: dict[str, Any]) -> Any:
     from tributary.did.resolver import ResolverConfig
 
-    return ResolverConfig(pkarr_url=did_devnet["relay"].url, ca_bundle=did_devnet["web"].ca_bundle, timeout=5)
+    # the devnet serves on loopback: allow-listed, as its Connection does (tributary.core.fetch)
+    return ResolverConfig(pkarr_url=did_devnet["relay"].url, ca_bundle=did_devnet["web"].ca_bundle, timeout=5,
+                          allow_networks=("127.0.0.1/32",))
 
 
 @pytest.fixture
@@ -43,7 +45,7 @@ def did_conn(did_devnet: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dic
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(
         {"conn_type": "tributary_did", "host": did_devnet["relay"].url, "password": kek,
          "extra": {"ca_bundle": web.ca_bundle, "web_root": str(web.document_root), "status_base_url": web.url,
-                   "timeout": 5}}))
+                   "timeout": 5, "allow_networks": "127.0.0.1/32", "allowed_dags": ["did_issuance", "identity_verification"]}}))
     return {"conn_id": conn_id, "kek": kek}
 
 

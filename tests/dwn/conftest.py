@@ -45,7 +45,8 @@ class Tenant:
 def connection_env(conn_id: str, url: str, key: Any) -> tuple[str, str]:
     return (f"AIRFLOW_CONN_{conn_id.upper()}",
             json.dumps({"conn_type": "tributary_dwn", "host": url, "password": key.seed_hex(),
-                        "extra": {"tenant": key.did, "timeout": 20}}))
+                        "extra": {"tenant": key.did, "timeout": 20,
+                                  "allowed_dags": ["dwn_data_replication", "did_issuance"]}}))
 
 
 @pytest.fixture

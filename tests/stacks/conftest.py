@@ -66,7 +66,8 @@ def stacks_conn(stacks_devnet: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str
     conn_id = f"stacks_test_{secrets.token_hex(4)}"
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(
         {"conn_type": "tributary_stacks", "host": stacks_devnet.url, "password": key,
-         "extra": {"network": "testnet", "timeout": 10, "fee": 3000}}))
+         "extra": {"network": "testnet", "timeout": 10, "fee": 3000,
+                   "allowed_dags": ["stacks_contract_execution"]}}))
     return {"conn_id": conn_id, "key": key, "address": PrivateKey.from_hex(key).address("testnet"),
             "url": stacks_devnet.url}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -78,7 +79,11 @@ def test_the_dag_records_positive_and_negative_verdicts(project_dags: Path, pg3:
 
 
 @pytest.mark.postgres
-def test_expired_credential_without_a_connection_is_a_negative_verdict(project_dags: Path, pg3: Any) -> None:
+def test_expired_credential_without_a_connection_is_a_negative_verdict(project_dags: Path, pg3: Any,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # a Connection that does not exist, allowed for this DAG by the documented Variable (core.conn_policy)
+    monkeypatch.setenv("AIRFLOW_VAR_TRIBUTARY_ALLOWED_CONNECTIONS",
+                       json.dumps({"identity_verification": ["no_such_did_connection"]}))
     issuer = create_did("key", crv="secp256k1")
     now = datetime.now(UTC)
     token = issue_vc(issuer, create_credential(issuer.uri, {"id": "did:example:late"}, issued=now - timedelta(days=3),

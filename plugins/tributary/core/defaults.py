@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from tributary.core.callbacks import on_failure, on_retry, on_success
+from tributary.core.conn_policy import check_run_connections
 
 
 def default_args(
@@ -36,6 +37,9 @@ def default_args(
         "execution_timeout": execution_timeout,
         "on_failure_callback": on_failure(system),
         "on_retry_callback": on_retry(system),
+        # Before each task's execute: a param may choose only a Connection the DAG is allowed to use
+        # (core.conn_policy), so the first task refuses a foreign signing key before any side effect.
+        "pre_execute": check_run_connections,
     }
     if record_success:
         args["on_success_callback"] = on_success(system)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tributary.core.errors import DataError, PermanentError
+from tributary.core.params import conn_id_schema
 from tributary.ml import SYSTEM
 from tributary.storage import WAREHOUSE_CONN_ID
 
@@ -53,7 +54,8 @@ SOURCE_PARAM_SCHEMA: dict[str, Any] = {
         "dataset": {"type": "string", "enum": list(SKLEARN_DATASETS)},
         "path": {"type": "string", "minLength": 1},
         "table": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$"},
-        "conn_id": {"type": "string", "minLength": 1},
+        # a run may read only the Connections the DAG is allowed to use (core.conn_policy)
+        "conn_id": conn_id_schema(WAREHOUSE_CONN_ID),
         "key": {"type": "string", "minLength": 1},
         "target": {"type": ["string", "null"]},
         "exclude": {"type": "array", "items": {"type": "string"}},
