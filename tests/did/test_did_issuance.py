@@ -49,7 +49,7 @@ def dwn_conn(dwn_server: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     conn_id = f"dwn_issuance_{secrets.token_hex(4)}"
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(
         {"conn_type": "tributary_dwn", "host": dwn_server.url, "password": tenant.seed_hex(),
-         "extra": {"tenant": tenant.did, "timeout": 20}}))
+         "extra": {"tenant": tenant.did, "timeout": 20, "allowed_dags": ["did_issuance"]}}))
     return conn_id
 
 
