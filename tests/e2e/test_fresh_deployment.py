@@ -22,6 +22,7 @@ import pytest
 from tests.e2e.test_rest_control_flow import Deployment, _stop, _wait_for
 from tributary.cli.deployment import default_database
 from tributary.cli.env import PROJECT_ROOT, free_port
+from tributary.platform.hook import AirflowApiClient
 from tributary.storage.embedded import WarehouseLocation, drop_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.devnet]
@@ -79,15 +80,20 @@ def launch(home: Path, warehouse: WarehouseLocation, *extra: str) -> Iterator[De
         _stop(process, log_path)
 
 
+def _ops(deployment: Deployment) -> AirflowApiClient:
+    # A patient client: a shared 2-core machine can keep the one api-server worker busy for long.
+    return AirflowApiClient(deployment.base_url, "ops", "ops", timeout=180)
+
+
 def _dag_ids(deployment: Deployment) -> set[str]:
-    answer = deployment.client("ops").request("GET", "/api/v2/dags", params={"limit": 200})
+    answer = _ops(deployment).request("GET", "/api/v2/dags", params={"limit": 200})
     return {d["dag_id"] for d in answer.json()["dags"]} if answer.status_code == 200 else set()
 
 
 def run_every_dag(deployment: Deployment) -> dict[str, str]:
     """Trigger every DAG once with ``conf={}``, wave after wave; returns each one's outcome (the run's
     final state, or the HTTP status of a refused trigger)."""
-    ops = deployment.client("ops")
+    ops = _ops(deployment)
     listed = _dag_ids(deployment)
     tabled = {d for wave in WAVES for d in wave}
     assert listed == tabled, f"add new DAGs to WAVES (and NEEDS_A_REQUEST if they need one): {listed ^ tabled}"
@@ -114,7 +120,7 @@ def expected_outcomes() -> dict[str, str]:
 
 def failures(deployment: Deployment, outcomes: dict[str, str]) -> str:
     """The failed tasks of the runs that did not end as expected, for the assertion message."""
-    ops, lines = deployment.client("ops"), []
+    ops, lines = _ops(deployment), []
     for dag_id, outcome in outcomes.items():
         if outcome != expected_outcomes()[dag_id]:
             runs = ops.request("GET", f"/api/v2/dags/{dag_id}/dagRuns").json()["dag_runs"]
@@ -142,7 +148,7 @@ def test_a_fresh_deployment_runs_every_dag_with_its_defaults(homes: tuple[Path, 
         outcomes = run_every_dag(deployment)
         assert outcomes == expected_outcomes(), failures(deployment, outcomes)
         for dag_id, param in NEEDS_A_REQUEST.items():
-            refused = deployment.client("ops").trigger(dag_id, {})
+            refused = _ops(deployment).trigger(dag_id, {})
             assert param in refused.json()["detail"], refused.text
 
 

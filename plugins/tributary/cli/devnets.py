@@ -11,7 +11,8 @@ more supervised process. It is skipped when the deployment points at a real serv
   settlement DAG has coins to spend.
 * EVM: anvil (``devnets/evm``, chain id 31337). Skipped when ``TRIBUTARY_EVM_URL`` is set; listens
   on ``--evm-port`` (default 8545) and keeps its chain in ``<AIRFLOW_HOME>/tributary/evm/anvil-state.json``,
-  so contracts in the deployment registry still exist after a restart.
+  so contracts in the deployment registry still exist after a restart. At the first start ``Registry``
+  is deployed from the Connection's account and registered, so ``evm_contract_execution``'s defaults work.
 * DID: ``devnets/did``, a Pkarr relay (did:dht) and an HTTPS server for did:web documents and status
   lists with its own CA. Skipped when ``TRIBUTARY_PKARR_URL`` is set; ports ``--pkarr-port`` (8787)
   and ``--did-web-port`` (8443); records, documents and the CA under ``<AIRFLOW_HOME>/tributary/did``.
@@ -42,6 +43,11 @@ BITCOIN_BLOCK_INTERVAL = 10.0  # seconds between the devnet's blocks (--bitcoin-
 # Clarinet's public devnet deployer key (also the tributary_stacks default in airflow_settings.yaml):
 # for the devnet only, never for real funds.
 STACKS_DEVNET_KEY = "753b7cc01a1a2e86221266a154af739463fce51219d97e4f856cd7200c3bd2a601"
+# anvil's public dev account 0 (also the tributary_evm default in airflow_settings.yaml): devnet only.
+EVM_DEVNET_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+# Deployed and registered at start: evm_contract_execution's default contract (no constructor arguments).
+# TributaryToken is left to the user: its constructor takes the name, symbol and supply.
+EVM_EXAMPLES = ("Registry",)
 BITCOIN_DEFAULT_PORT = 18443  # bitcoind's regtest RPC port
 STACKS_DEFAULT_PORT = 20443  # stacks-core's RPC port
 EVM_DEFAULT_PORT = 8545
@@ -132,19 +138,78 @@ class EvmDevnet:
     def environ(self) -> dict[str, str]:
         return {"TRIBUTARY_EVM_URL": self.url}
 
-    def bootstrap(self, timeout: float = 60.0) -> str:
+    def _rpc(self, method: str, *params: Any) -> Any:
         import requests
 
+        answer = requests.post(self.url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)},
+                               timeout=30).json()
+        if answer.get("error"):
+            raise RuntimeError(f"EVM devnet {method}: {answer['error']}")
+        return answer["result"]
+
+    def bootstrap(self, timeout: float = 60.0, warehouse_dsn: str | None = None) -> str:
         deadline = time.monotonic() + timeout
-        body = {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}
         while True:
             try:
-                block = int(requests.post(self.url, json=body, timeout=5).json()["result"], 16)
-                return f"EVM devnet (anvil, chain 31337) on {self.url}: block {block}"
+                block = int(self._rpc("eth_blockNumber"), 16)
+                break
             except Exception as exc:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"anvil on {self.url} not ready after {timeout:.0f}s: {exc}") from exc
                 time.sleep(0.2)
+        deployed = self.deploy_examples(warehouse_dsn) if warehouse_dsn else []
+        return (f"EVM devnet (anvil, chain 31337) on {self.url}: block {block}; example contracts: "
+                f"{', '.join(deployed) or 'already deployed'}")
+
+    def deploy_examples(self, warehouse_dsn: str, key_hex: str | None = None) -> list[str]:
+        """Deploy ``EVM_EXAMPLES`` from the Connection's account and register them in the deployment
+        registry (``evm_deployments``), so ``evm_contract_execution``'s defaults (``Registry.increment``)
+        work on a fresh devnet. Runs before any task, so no nonce of that account is in use yet; a
+        registered build whose code is on the chain is left alone."""
+        import os
+
+        import psycopg2
+        from eth_account import Account
+        from eth_utils import to_checksum_address
+
+        from tributary.evm import contracts, deployments
+
+        account = Account.from_key(key_hex or os.environ.get("TRIBUTARY_EVM_KEY") or EVM_DEVNET_KEY)
+        chain_id = int(self._rpc("eth_chainId"), 16)
+        done = []
+        conn = psycopg2.connect(warehouse_dsn)
+        try:
+            for name in EVM_EXAMPLES:
+                artifact = contracts.load_artifact(name, PROJECT_ROOT / "include" / "contracts")
+                found = deployments.find(conn, name, chain_id, artifact.artifact_sha256)
+                if found and self._rpc("eth_getCode", found["address"], "latest") not in ("0x", "0x0"):
+                    continue
+                if found:  # the chain lost it (anvil state deleted): the registry must not point at nothing
+                    with conn.cursor() as cur:
+                        cur.execute("DELETE FROM evm_deployments WHERE name = %s AND chain_id = %s"
+                                    " AND artifact_sha256 = %s", (name, chain_id, artifact.artifact_sha256))
+                    conn.commit()
+                nonce = int(self._rpc("eth_getTransactionCount", account.address, "pending"), 16)
+                signed = account.sign_transaction({
+                    "nonce": nonce, "gas": 5_000_000, "gasPrice": 2 * int(self._rpc("eth_gasPrice"), 16),
+                    "value": 0, "data": artifact.bytecode, "chainId": chain_id})
+                tx_hash = self._rpc("eth_sendRawTransaction", "0x" + signed.raw_transaction.hex().removeprefix("0x"))
+                receipt = None
+                for _ in range(150):  # anvil mines at once; 30 s at most
+                    receipt = self._rpc("eth_getTransactionReceipt", tx_hash)
+                    if receipt:
+                        break
+                    time.sleep(0.2)
+                if not receipt or int(receipt["status"], 16) != 1:
+                    raise RuntimeError(f"EVM devnet: deploying {name} failed: {receipt}")
+                address = to_checksum_address(receipt["contractAddress"])
+                deployments.record(conn, name=name, chain_id=chain_id, artifact_sha256=artifact.artifact_sha256,
+                                   address=address, tx_hash=tx_hash, deployer=account.address,
+                                   block_number=int(receipt["blockNumber"], 16), constructor_args=[])
+                done.append(f"{name} at {address}")
+        finally:
+            conn.close()
+        return done
 
 
 def _wait_for_port(port: int, what: str, timeout: float) -> None:
@@ -173,7 +238,9 @@ class DidDevnet:
         return {"TRIBUTARY_PKARR_URL": f"http://127.0.0.1:{self.pkarr_port}",
                 "TRIBUTARY_DID_CA_BUNDLE": str(self.datadir / "tls" / "ca.pem"),
                 "TRIBUTARY_DID_WEB_ROOT": str(self.datadir / "www"),
-                "TRIBUTARY_DID_STATUS_URL": f"https://127.0.0.1:{self.web_port}"}
+                "TRIBUTARY_DID_STATUS_URL": f"https://127.0.0.1:{self.web_port}",
+                # the did:web server is on loopback, which verification fetches refuse unless allow-listed
+                "TRIBUTARY_DID_ALLOW_NETWORKS": "127.0.0.1/32"}
 
     def bootstrap(self, timeout: float = 60.0) -> str:
         _wait_for_port(self.pkarr_port, "pkarr relay", timeout)
@@ -337,8 +404,11 @@ class LocalDevnets:
                  DidDevnet: "did-devnet", DwnDevnet: "dwn-devnet"}
         return {names[type(devnet)]: devnet.command() for devnet in self._running()}
 
-    def bootstrap(self) -> list[str]:
-        return [devnet.bootstrap() for devnet in self._running()]
+    def bootstrap(self, warehouse_dsn: str | None = None) -> list[str]:
+        """Wait for each devnet and set it up for the DAGs' defaults; the EVM registry of deployed
+        examples lives in the warehouse (``warehouse_dsn``)."""
+        return [devnet.bootstrap(warehouse_dsn=warehouse_dsn) if isinstance(devnet, EvmDevnet) else devnet.bootstrap()
+                for devnet in self._running()]
 
 
 def main() -> int:  # python -m tributary.cli.devnets: the devnets a run command would start, as JSON

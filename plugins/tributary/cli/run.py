@@ -203,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
             commands["mlflow-ui"] = server_command(env, host="127.0.0.1", port=args.mlflow_ui)
         supervisor.start(commands)
         try:
-            peers = devnets.bootstrap()
+            peers = devnets.bootstrap(warehouse_dsn=(
+                f"host={env['TRIBUTARY_WAREHOUSE_HOST']} port={env['TRIBUTARY_WAREHOUSE_PORT']} "
+                f"user={env['TRIBUTARY_WAREHOUSE_USER']} dbname={env['TRIBUTARY_WAREHOUSE_DB']}"))
             seconds = wait_healthy(deployment.base_url, supervisor)
         except (TimeoutError, RuntimeError) as exc:
             log.error("%s", exc)
