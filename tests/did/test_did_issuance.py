@@ -161,7 +161,9 @@ def test_the_dag_issues_publishes_stores_and_replays_a_request(project_dags: Pat
 def test_a_dht_subject_with_an_explicit_issuer(project_dags: Path, pg3: Any, did_conn: dict[str, str],
                                               did_config: ResolverConfig, dwn_conn: str) -> None:
     issuer = create_did("jwk", crv="secp256k1")
-    KeyStore(pg3, did_conn["kek"]).save(issuer)
+    store = KeyStore(pg3, did_conn["kek"])
+    store.save(issuer)
+    store.register_issuer(issuer.uri, "explicit issuer of the test")  # only registered issuers sign
     conf = {"request_id": f"dht-{secrets.token_hex(4)}", "method": "dht", "claims": {"tier": 2},
             "credential_type": "MembershipCredential", "expiry_days": None, "with_status": False,
             "issuer": issuer.uri, "did_conn_id": did_conn["conn_id"], "dwn_conn_id": dwn_conn}

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tributary.did.keys import Jwk, public_jwk
+from tributary.did.keys import Jwk, public_jwk, thumbprint
 
 DID_CONTEXT = "https://www.w3.org/ns/did/v1"
 RESOLUTION_CONTEXT = "https://w3id.org/did-resolution/v1"
@@ -103,6 +103,24 @@ class PortableDid:
                 mid = method["id"]
                 return (f"{self.uri}{mid}" if mid.startswith("#") else mid), key
         raise ValueError(f"{self.uri}: no private key for an assertion method")
+
+    def assertion_key(self) -> tuple[str, Jwk] | None:
+        """``(verification method id, private JWK)`` of the first key listed under ``assertionMethod`` whose
+        private key is held, or None. Unlike :meth:`signing_key` there is no fallback to other verification
+        methods: a verifier accepts a credential only from an assertion method."""
+        by_thumb = {thumbprint(k): k for k in self.private_keys}
+        for ref in self.document.get("assertionMethod") or []:
+            if not isinstance(ref, str):
+                continue  # an embedded method has no id in verificationMethod to sign as (signing_key agrees)
+            method = find_method(self.document, ref)
+            try:
+                key = by_thumb.get(thumbprint(method["publicKeyJwk"])) if method is not None else None
+            except (KeyError, TypeError):  # a malformed public key signs nothing
+                key = None
+            if key is not None:
+                mid = method["id"]
+                return (f"{self.uri}{mid}" if mid.startswith("#") else mid), key
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return {"uri": self.uri, "document": self.document, "privateKeys": self.private_keys,

@@ -5,10 +5,11 @@ row in ``did_issuance_requests`` and does only what the row says is not done yet
 a cleared or concurrent run, or a re-trigger of the same request never makes a second DID,
 credential or DWN record:
 
-1. :meth:`Issuance.create_subject`   new subject DID, keys sealed in the key store, row ``created``
-   (the same request id with other params: ``PermanentError(reason="request_conflict")``)
-2. :meth:`Issuance.ensure_issuer`    the ``issuer`` param (its keys must be in the key store) or the
-   deployment's issuer of the ``tributary_did`` Connection, created once (``did_issuers``)
+1. :meth:`Issuance.create_subject`   new subject DID, keys sealed in the key store as ``subject`` keys, row
+   ``created`` (the same request id with other params: ``PermanentError(reason="request_conflict")``; an
+   ``issuer`` param that may not issue: ``SecurityError`` before anything is written)
+2. :meth:`Issuance.ensure_issuer`    the ``issuer`` param or the deployment's issuer of the ``tributary_did``
+   Connection, created once and registered (``did_issuers``)
 3. :meth:`Issuance.publish_subject`  did:web -> the Connection's ``web_root``; did:dht -> the Pkarr
    relay; then resolved back; row ``published``
 4. :meth:`Issuance.issue_credential` VC-JWT signed by the issuer (optionally with a revocation entry
@@ -19,6 +20,12 @@ credential or DWN record:
    from the DWN and checked against its recorded SHA-256
 
 Private keys stay in the key store and in this process; nothing returned here contains one.
+
+**Who may sign** (:meth:`Issuance.authorize_issuer`, checked when the request is first seen, when its
+issuer is chosen and again right before signing): a DID registered in ``did_issuers`` or allow-listed in
+the ``issuers`` extra of the ``tributary_did`` Connection, never a DID holding subject keys or made as a
+request's subject, and only with a key listed under ``assertionMethod`` of its document whose private
+key the key store holds (not as a subject key). Anything else is a :class:`SecurityError`.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tributary.core.errors import PermanentError, SecurityError
-from tributary.did import SYSTEM, didweb
+from tributary.did import SYSTEM, didweb, keys
 from tributary.did.document import PortableDid, ResolutionError, parse_did
 from tributary.did.keystore import KeyStore
 from tributary.did.resolver import METHODS, ResolverConfig, create_did, publish_dht, resolve
@@ -148,8 +155,9 @@ class Issuance:
     """The steps for one request, on one warehouse connection (psycopg) and the two Connections."""
 
     def __init__(self, request: IssuanceRequest, conn: Any, store: KeyStore, config: ResolverConfig,
-                 web: WebRoot | None, dwn: Any = None) -> None:
+                 web: WebRoot | None, dwn: Any = None, allowed_issuers: tuple[str, ...] = ()) -> None:
         self.request = request
+        self.allowed_issuers = tuple(allowed_issuers)  # the Connection's ``issuers`` extra
         self.conn = conn
         self.store = store
         self.config = config
@@ -223,13 +231,15 @@ class Issuance:
         with self._locked() as row:
             if row is not None:
                 return self._summary(row)
+            if self.request.issuer:
+                self.authorize_issuer(self.request.issuer)  # refused: no DID, no row, nothing anywhere
             portable = self._new_subject()
             with self.conn.cursor() as cur:
                 cur.execute("INSERT INTO did_issuance_requests (request_id, params_sha256, method, subject_did,"
                             " credential_id) VALUES (%s, %s, %s, %s, %s)",
                             (self.request.request_id, self.request.fingerprint(), self.request.method, portable.uri,
                              f"urn:uuid:{uuid.uuid4()}"))
-            self.store.save(portable)  # commits the row and the sealed keys together
+            self.store.save(portable, role="subject")  # commits the row and the sealed keys together
             return self._summary(self.row())
 
     def _new_subject(self) -> PortableDid:
@@ -247,10 +257,43 @@ class Issuance:
             row = self._require(row, "created")
             if row["issuer"]:
                 return row["issuer"]
-            # an explicit issuer must be in the key store: we sign with its keys
-            issuer = self.store.load(self.request.issuer).uri if self.request.issuer else self.deployment_issuer()
+            issuer = self.request.issuer or self.deployment_issuer()
+            self.authorize_issuer(issuer)
             self._update(issuer=issuer)
             return issuer
+
+    def authorize_issuer(self, did: str) -> tuple[PortableDid, str]:
+        """``(signer, kid)``: ``did`` with only the private key it may sign credentials with, and that key's
+        verification method id; :class:`SecurityError` (``issuer_refused:<why>``) when it may not issue.
+
+        Reads only: a refusal leaves nothing behind. See the module docstring for the rule.
+        """
+        def refuse(why: str, reason: str) -> SecurityError:
+            return SecurityError(f"{did} may not issue credentials: {why}", system=SYSTEM,
+                                 reason=f"issuer_refused:{reason}")
+
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM did_issuance_requests WHERE subject_did = %s LIMIT 1", (did,))
+            made_as_subject = cur.fetchone() is not None
+        if made_as_subject or self.store.role(did) == "subject":
+            raise refuse("it is the subject DID of an issuance request", "subject")
+        if did not in self.allowed_issuers and not self.store.is_registered_issuer(did):
+            raise refuse(f"not registered in did_issuers nor in the issuers of Connection {self.request.did_conn_id!r}",
+                         "unregistered")
+        try:
+            portable = self.store.load(did)
+        except PermanentError:
+            raise refuse("its keys are not in the key store", "no_keys") from None
+        found = portable.assertion_key()
+        if found is None:
+            raise refuse("none of its keys in the key store is listed under assertionMethod", "assertion_method")
+        kid, key = found
+        # load() gave keys of every role; the chosen one must not be a subject key (a DID with any subject key
+        # was refused above, so this is the same rule checked on the key that signs)
+        roles = {row["key_id"]: row["role"] for row in self.store.key_rows(did)}
+        if roles.get(keys.thumbprint(key)) == "subject":
+            raise refuse("its assertion key is a subject key", "subject")
+        return PortableDid(portable.uri, portable.document, [key], portable.metadata), kid
 
     def deployment_issuer(self) -> str:
         """The issuer DID of the ``tributary_did`` Connection, created on first use and kept.
@@ -279,11 +322,11 @@ class Issuance:
         else:
             portable = create_did("jwk")
             did = portable.uri
-        with self.conn.cursor() as cur:
-            cur.execute("INSERT INTO did_issuers (conn_id, did) VALUES (%s, %s)", (conn_id, did))
         if portable is not None:
-            self.store.save(portable)  # commits the did_issuers row with the sealed keys
-            self._lock()
+            self.store.save(portable, role="issuer", commit=False)
+        # commits the did_issuers row with the sealed keys
+        self.store.register_issuer(did, f"deployment issuer of Connection {conn_id}", conn_id=conn_id)
+        self._lock()
         self._ensure_published(did)
         return did
 
@@ -336,38 +379,46 @@ class Issuance:
                 return None
             if not row["issuer"]:
                 raise PermanentError("no issuer chosen yet", system=SYSTEM, reason="step_order")
-            issuer = self.store.load(row["issuer"])
+            # again here: a registration withdrawn or a document changed since the issuer was chosen counts
+            issuer, kid = self.authorize_issuer(row["issuer"])
             status = self._status_entry(row, issuer) if self.request.with_status else None
             issued = datetime.now(UTC)
             expires = issued + timedelta(days=self.request.expiry_days) if self.request.expiry_days else None
             credential = create_credential(issuer.uri, {"id": row["subject_did"], **dict(self.request.claims or {})},
                                            types=[self.request.credential_type], credential_id=row["credential_id"],
                                            issued=issued, expires=expires, status=status)
-            token = issue_vc(issuer, credential)
+            token = issue_vc(issuer, credential, kid=kid)
             self._advance("issued")
             return token
 
     def _status_entry(self, row: dict[str, Any], issuer: PortableDid) -> dict[str, Any]:
-        """The request's revocation entry in the issuer's status list (allocated once, kept in the row)."""
+        """The request's revocation entry in the issuer's status list, allocated once per request id.
+
+        The index is reserved in the caller's transaction, under the request's lock, together with the row
+        that records it and the signed credential: a concurrent run of the same request waits for the lock
+        and then finds the row's index; a failure before the commit spends no index.
+        """
         from tributary.vc import status_list
 
         web = _need_web(self.web, "with_status (the status list credential is served from it)")
         list_id = f"did_issuance-{sha256_hex(issuer.uri)[:16]}"
         url_path = f"status/{list_id}.jwt"
-        if row["status_list_id"] is not None:
-            with self.conn.cursor() as cur:
-                cur.execute("SELECT url, purpose FROM vc_status_lists WHERE list_id = %s", (row["status_list_id"],))
-                url, purpose = cur.fetchone()
-            return status_list.status_entry(url, row["status_index"], purpose)
-        status_list.create_list(self.conn, list_id, issuer.uri, f"{web.base_url}/{url_path}")
-        if not (web.path / url_path).exists():
-            status_list.publish(self.conn, list_id, issuer, web.path, url_path)
-        entry = status_list.allocate(self.conn, list_id)  # commits: the index is spent even if signing fails
-        self._lock()
+        if row["status_list_id"] is None:
+            # the list is shared by all of the issuer's requests; making it commits (and so drops the request's
+            # lock), so the row is read again under the lock before an index is taken
+            status_list.create_list(self.conn, list_id, issuer.uri, f"{web.base_url}/{url_path}")
+            if not (web.path / url_path).exists():
+                status_list.publish(self.conn, list_id, issuer, web.path, url_path)
+            self._lock()
+            row = self._require(self.row(), "published")
+        if row["status_list_id"] is None:
+            entry = status_list.allocate(self.conn, list_id, commit=False)
+            self._update(status_list_id=list_id, status_index=int(entry["statusListIndex"]))
+            return entry
         with self.conn.cursor() as cur:
-            cur.execute("UPDATE did_issuance_requests SET status_list_id = %s, status_index = %s WHERE request_id = %s",
-                        (list_id, int(entry["statusListIndex"]), self.request.request_id))
-        return entry
+            cur.execute("SELECT url, purpose FROM vc_status_lists WHERE list_id = %s", (row["status_list_id"],))
+            url, purpose = cur.fetchone()
+        return status_list.status_entry(url, row["status_index"], purpose)
 
     # ----------------------------------------------------------------- 5. DWN
     def store_in_dwn(self, token: str | None) -> dict[str, Any]:
@@ -480,4 +531,5 @@ def session(params: Mapping[str, Any]) -> Iterator[Issuance]:
     request = IssuanceRequest.from_params(params)
     hook = DidHook(request.did_conn_id)
     with WarehouseHook().session() as conn:
-        yield Issuance(request, conn, hook.keystore(conn), hook.get_conn(), WebRoot.from_extra(hook.extra))
+        yield Issuance(request, conn, hook.keystore(conn), hook.get_conn(), WebRoot.from_extra(hook.extra),
+                       allowed_issuers=hook.allowed_issuers())
