@@ -8,8 +8,10 @@ credential and records and writes nothing; the same `request_id` with other para
 
 1. `create_subject`: the subject DID (`method`), its keys sealed in the key store (`did_keys`), the
    request's row in `did_issuance_requests` (or the existing row, reused).
-2. `resolve_issuer`: the `issuer` param (its keys must be in the key store) or the deployment's issuer
-   of the `tributary_did` Connection, created once (did:web under `web_root`, else did:dht, else did:jwk).
+2. `resolve_issuer`: the `issuer` param or the deployment's issuer of the `tributary_did` Connection,
+   created and registered once (did:web under `web_root`, else did:dht, else did:jwk). Only registered
+   issuers sign (`did_issuers` or the Connection's `issuers`), never a subject DID, only with an
+   `assertionMethod` key: a refused `issuer` fails `create_subject` (security) with nothing written.
 3. `publish_subject`: did:web -> `web_root` of the `tributary_did` Connection; did:dht -> its Pkarr
    relay; resolved back before going on.
 4. `issue_credential`: VC-JWT (`credential_type`, `claims`, `expiry_days`; with `with_status` a
@@ -62,7 +64,8 @@ DID_PATTERN = r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$"
         "with_status": Param(False, type="boolean",
                              description="Allocate a revocation entry in the issuer's status list."),
         "issuer": Param(None, type=["null", "string"], pattern=DID_PATTERN,
-                        description="Issuer DID held in the key store (null: the deployment's issuer)."),
+                        description="A registered issuer DID (did_issuers, or the issuers of the did_conn_id"
+                                    " Connection) whose keys are in the key store; null: the deployment's issuer."),
         "did_conn_id": conn_id_param("tributary_did",
                              description="tributary_did Connection: key store KEK, Pkarr relay, web root."),
         "dwn_conn_id": conn_id_param("tributary_dwn_source",
