@@ -30,6 +30,16 @@ def find(conn: Any, name: str, chain_id: int, artifact_sha256: str | None = None
     return _row(row) if row else None
 
 
+def is_registered(conn: Any, name: str, chain_id: int, address: str) -> bool:
+    """Whether ``address`` is a registered deployment (any build) of contract ``name`` on ``chain_id``."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM evm_deployments WHERE name = %s AND chain_id = %s AND lower(address) = lower(%s)",
+                    (name, chain_id, address))
+        found = cur.fetchone() is not None
+    conn.commit()
+    return found
+
+
 def record(conn: Any, *, name: str, chain_id: int, artifact_sha256: str, address: str, tx_hash: str | None,
            deployer: str | None, block_number: int | None, constructor_args: list[Any]) -> dict[str, Any]:
     """Insert the deployment; a repeat keeps the first row (deploying twice is a no-op)."""

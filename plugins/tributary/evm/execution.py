@@ -12,12 +12,13 @@ the sender's connection (``WarehouseHook``).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tributary.core.errors import TransientError
+from tributary.core.errors import SecurityError, TransientError
 from tributary.evm import SYSTEM, contracts, deployments
 from tributary.evm.contracts import Artifact
 from tributary.evm.errors import ContractReverted, InvalidArguments
@@ -27,6 +28,7 @@ from tributary.evm.transactions import TransactionSender, TxRequest
 log = logging.getLogger(__name__)
 
 ACTIONS = ("call", "deploy")
+ALLOWED_CONTRACTS_VARIABLE = "tributary_allowed_contracts"
 MAX_BROADCASTS = 5  # a transaction dropped this often fails (transiently) instead of looping
 
 
@@ -91,6 +93,41 @@ def validate(request: ExecutionRequest) -> Plan:
     return plan
 
 
+def check_allowed_target(conn: Any, hook: EvmHook, name: str, chain_id: int, address: str) -> None:
+    """A caller-chosen address must be a registered deployment of ``name`` on this chain, or allow-listed
+    (Connection extra ``allowed_contracts``, or Variable ``tributary_allowed_contracts``
+    ``{conn_id: [address, ...]}``): otherwise a REST caller could make the Connection's key sign calls
+    to any contract. :class:`SecurityError` before anything is signed."""
+    wanted = str(address).lower()
+    if any(str(a).lower() == wanted for a in _allow_list(hook)):
+        return
+    if deployments.is_registered(conn, name, chain_id, address):
+        return
+    raise SecurityError(f"{address} is not a registered deployment of {name} on chain {chain_id} and not in"
+                        f" allowed_contracts of Connection {hook.conn_id!r}: refusing to sign a call to it",
+                        system=SYSTEM, reason="evm:unregistered_contract")
+
+
+def _allow_list(hook: EvmHook) -> list[Any]:
+    from airflow.sdk import Variable
+
+    listed = hook.extra.get("allowed_contracts") or []
+    raw = Variable.get(ALLOWED_CONTRACTS_VARIABLE, default=None)
+    if raw:
+        try:
+            policy = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            policy = None
+        if not isinstance(policy, dict):
+            raise SecurityError(f"Variable {ALLOWED_CONTRACTS_VARIABLE} must be {{conn_id: [address, ...]}}",
+                                system=SYSTEM, reason="evm:allowed_contracts")
+        listed = [*listed, *(policy.get(hook.conn_id) or [])]
+    if not isinstance(listed, list):
+        raise SecurityError(f"extra allowed_contracts of Connection {hook.conn_id!r} must be a list of addresses",
+                            system=SYSTEM, reason="evm:allowed_contracts")
+    return listed
+
+
 def execute(plan: Plan, hook: EvmHook, sender: TransactionSender, *, address: str | None = None,
             idempotency_key: str | None = None, run_key: str | None = None) -> Executed:
     """Run a valid plan. ``run_key`` is the default idempotency key of a call (one per task run); a
@@ -116,6 +153,8 @@ def execute(plan: Plan, hook: EvmHook, sender: TransactionSender, *, address: st
             raise InvalidArguments(f"{artifact.name} is not deployed on chain {chain_id}: deploy it first"
                                    " (action=deploy) or pass an address")
         address = deployed["address"]
+    else:
+        check_allowed_target(sender.nonces.conn, hook, artifact.name, chain_id, address)
     address = contracts.normalize_arg({"type": "address"}, address, "address")
     if plan.read_only:
         result = contracts.decode_output(plan.entry, hook.eth_call({"to": address, "data": plan.data}))
