@@ -4,10 +4,12 @@ One row per (chain_id, address) in ``evm_nonces`` is locked (``SELECT ... FOR UP
 nonce is chosen, so two allocators never hand out the same nonce. Each choice is synced with the
 node's ``eth_getTransactionCount(address, "pending")``:
 
-* a nonce is *leased* (``evm_nonce_leases``) until the node accepted the transaction, then the lease
-  is deleted (:meth:`Lease.commit`);
-* a send that failed before reaching the node *releases* its nonce; the next allocation takes the
-  lowest released nonce first, so a failure leaves no gap;
+* a nonce is *leased* (``evm_nonce_leases``) until the transaction signed with it is durable in the
+  ledger, then the lease is deleted (:meth:`commit_in`, in the ledger's database transaction): from
+  then on the ledger row owns the nonce, whatever happens to the send;
+* a nonce whose transaction provably never reached the node (signing failed, the node refused it
+  with an error answer) is *released*; the next allocation takes the lowest released nonce first, so
+  a failure leaves no gap;
 * nonces below the node's pending count were used (by us or by another wallet holding the same
   key): released leases below it are dropped and the counter jumps ahead, so "nonce too low" only
   happens when someone outside the manager raced us (then :meth:`Lease.discard` and allocate again);
@@ -85,7 +87,10 @@ class NonceManager:
             self._local.conn = None
 
     # ----------------------------------------------------------------- allocation
-    def allocate(self, chain_id: int, address: str) -> Lease:
+    def allocate(self, chain_id: int, address: str, *, guard: Callable[[Any], None] | None = None) -> Lease:
+        """A nonce for ``address``. ``guard(cursor)`` runs once the nonce row is locked, in the same
+        database transaction: raising there (a fenced caller that was superseded while it waited for
+        the lock) allocates nothing."""
         conn = self.conn
         try:
             with conn.cursor() as cur:
@@ -94,6 +99,8 @@ class NonceManager:
                 cur.execute("SELECT next_nonce, extract(epoch FROM now() - updated_at) FROM evm_nonces"
                             " WHERE chain_id = %s AND address = %s FOR UPDATE", (chain_id, address))
                 stored, idle = cur.fetchone()
+                if guard is not None:
+                    guard(cur)
                 stored, idle = int(stored), float(idle)
                 node = self._pending_count(address)  # read under the lock: no allocation can interleave
                 # Released or abandoned nonces the node has since seen are used: forget them.
@@ -160,6 +167,20 @@ class NonceManager:
             conn.rollback()
             raise
         lease.done = True
+
+    def release_nonce(self, chain_id: int, address: str, nonce: int) -> None:
+        """Give back a nonce whose lease was already committed (its signed transaction was refused
+        by the node before it reached the chain): the next allocation takes it first."""
+        conn = self.conn
+        try:
+            with conn.cursor() as cur:
+                cur.execute("INSERT INTO evm_nonce_leases (chain_id, address, nonce, state, holder)"
+                            " VALUES (%s, %s, %s, 'released', NULL) ON CONFLICT (chain_id, address, nonce)"
+                            " DO UPDATE SET state = 'released', holder = NULL", (chain_id, address, nonce))
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
 
     def commit_in(self, cur: Any, lease: Lease) -> None:
         """Commit ``lease`` inside the caller's database transaction (with the ledger update)."""

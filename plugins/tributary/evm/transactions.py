@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tributary.core.errors import PermanentError, TransientError, TributaryError
+from tributary.core.errors import PermanentError, TransientError
 from tributary.evm import SYSTEM
 from tributary.evm.errors import NonceTooLow
 from tributary.evm.hook import EvmHook
@@ -35,7 +35,8 @@ FINAL_STATES = ("confirmed", "failed")
 _COLUMNS = ("chain_id", "idempotency_key", "kind", "contract_name", "function_name", "args", "from_address",
             "to_address", "value_wei", "nonce", "gas_limit", "max_fee_per_gas", "max_priority_fee_per_gas",
             "tx_hash", "raw_tx", "status", "block_number", "block_hash", "gas_used", "effective_gas_price",
-            "receipt_status", "contract_address", "confirmations", "reorgs", "broadcasts", "error")
+            "receipt_status", "contract_address", "confirmations", "reorgs", "broadcasts", "error",
+            "generation", "superseded_tx_hashes")
 
 
 @dataclass(frozen=True)
@@ -111,13 +112,32 @@ class Ledger:
         self.conn.commit()
 
 
+class Superseded(TransientError):
+    """A newer attempt took this key's ``preparing`` row over (or re-signed it): this attempt stops
+    before it signs or sends; a retry finds the ledger row the newer attempt wrote."""
+
+    def __init__(self, key: str, generation: int) -> None:
+        super().__init__(f"attempt {generation} of transaction {key!r} was superseded by a newer attempt;"
+                         " it stopped before signing or sending", system=SYSTEM, reason="evm:superseded")
+
+
+SEND_ATTEMPTS = 3  # sends of the same bytes within one attempt when the node's answer is lost
+
+
 class TransactionSender:
-    """Sign (locally) and send transactions for the hook's account, once per idempotency key."""
+    """Sign (locally) and send transactions for the hook's account, once per idempotency key.
+
+    ``preparing_timeout``: seconds after which a ``preparing`` row (its attempt died or hangs) may be
+    taken over by another attempt; default the Connection's ``extra.takeover_seconds`` or 120.
+    """
 
     def __init__(self, hook: EvmHook, connect: Callable[[], Any], *, nonce_manager: NonceManager | None = None,
-                 preparing_timeout: float = 120.0) -> None:
+                 preparing_timeout: float | None = None) -> None:
         self.hook = hook
         self.nonces = nonce_manager or NonceManager(connect, hook.pending_nonce)
+        if preparing_timeout is None:
+            number = getattr(hook, "_number", None)
+            preparing_timeout = float(number("takeover_seconds", 120.0)) if callable(number) else 120.0
         self.preparing_timeout = preparing_timeout
 
     @property
@@ -125,25 +145,27 @@ class TransactionSender:
         return Ledger(self.nonces.conn)
 
     # ----------------------------------------------------------------- claim
-    def _claim(self, chain_id: int, sender: str, req: TxRequest) -> dict[str, Any] | None:
-        """Insert the 'preparing' row, or return the existing row when the key needs no new signature."""
+    def _claim(self, chain_id: int, sender: str, req: TxRequest) -> tuple[dict[str, Any] | None, int]:
+        """Insert the 'preparing' row (or take a stale one over): (None, its generation); or the existing
+        row when the key needs no new signature: (row, its generation)."""
         conn = self.nonces.conn
         try:
             with conn.cursor() as cur:
                 cur.execute(
                     "INSERT INTO evm_transactions (chain_id, idempotency_key, request_sha256, kind, contract_name,"
                     " function_name, args, from_address, to_address, value_wei, status)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'preparing') ON CONFLICT DO NOTHING",
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'preparing') ON CONFLICT DO NOTHING"
+                    " RETURNING generation",
                     (chain_id, req.idempotency_key, req.request_sha256, req.kind, req.contract_name,
                      req.function_name, json.dumps(req.args), sender, req.to, req.value))
-                inserted = cur.rowcount == 1
-                if inserted:
+                inserted = cur.fetchone()
+                if inserted is not None:
                     conn.commit()
-                    return None
-                cur.execute("SELECT request_sha256, status, extract(epoch FROM now() - updated_at), from_address"
-                            " FROM evm_transactions WHERE chain_id = %s AND idempotency_key = %s FOR UPDATE",
-                            (chain_id, req.idempotency_key))
-                sha, status, age, from_address = cur.fetchone()
+                    return None, int(inserted[0])
+                cur.execute("SELECT request_sha256, status, extract(epoch FROM now() - updated_at), from_address,"
+                            " generation FROM evm_transactions WHERE chain_id = %s AND idempotency_key = %s"
+                            " FOR UPDATE", (chain_id, req.idempotency_key))
+                sha, status, age, from_address, generation = cur.fetchone()
                 if sha != req.request_sha256 or from_address != sender:
                     raise PermanentError(f"idempotency key {req.idempotency_key!r} was used for a different"
                                          " transaction", system=SYSTEM, reason="evm:idempotency_conflict")
@@ -151,41 +173,88 @@ class TransactionSender:
                     raise TransientError(f"transaction {req.idempotency_key!r} is being prepared by another"
                                          " attempt", system=SYSTEM, reason="evm:in_progress")
                 if status in ("preparing", "rejected"):
-                    cur.execute("UPDATE evm_transactions SET status = 'preparing', updated_at = now()"
-                                " WHERE chain_id = %s AND idempotency_key = %s", (chain_id, req.idempotency_key))
+                    # A new lease token: the attempt that left this row (if it still runs) fails its
+                    # next fenced write and stops before it signs or sends.
+                    cur.execute("UPDATE evm_transactions SET status = 'preparing', generation = generation + 1,"
+                                " updated_at = now() WHERE chain_id = %s AND idempotency_key = %s"
+                                " RETURNING generation", (chain_id, req.idempotency_key))
+                    generation = cur.fetchone()[0]
                     conn.commit()
-                    return None
+                    if status == "preparing":
+                        log.warning("transaction %r: took over a 'preparing' row idle for %.1f s (generation %d)",
+                                    req.idempotency_key, float(age), generation)
+                    return None, int(generation)
             conn.commit()
         except BaseException:
             conn.rollback()
             raise
-        return self.ledger.get(chain_id, req.idempotency_key)
+        return self.ledger.get(chain_id, req.idempotency_key), int(generation)
+
+    # ----------------------------------------------------------------- fenced writes
+    def _fenced(self, cur: Any, chain_id: int, key: str, generation: int, *, statuses: tuple[str, ...],
+                of_tx: str | None = None, bump: bool = False, **values: Any) -> bool:
+        """UPDATE the row only if it still belongs to ``generation`` (and is in ``statuses``, with
+        transaction ``of_tx``): False when another attempt has it now."""
+        sets = [f"{k} = %s" for k in values] + ["updated_at = now()"]
+        if bump:
+            sets.append("broadcasts = broadcasts + 1")
+        where = "chain_id = %s AND idempotency_key = %s AND generation = %s AND status = ANY(%s)"
+        params: list[Any] = [*values.values(), chain_id, key, generation, list(statuses)]
+        if of_tx is not None:
+            where += " AND tx_hash = %s"
+            params.append(of_tx)
+        cur.execute(f"UPDATE evm_transactions SET {', '.join(sets)} WHERE {where}", params)
+        return cur.rowcount == 1
+
+    def _write(self, chain_id: int, key: str, generation: int, **kwargs: Any) -> bool:
+        conn = self.nonces.conn
+        try:
+            with conn.cursor() as cur:
+                done = self._fenced(cur, chain_id, key, generation, **kwargs)
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        return done
+
+    def _guard(self, chain_id: int, key: str, generation: int) -> Callable[[Any], None]:
+        """Run by the nonce manager under the nonce row lock: a superseded attempt gets no nonce."""
+        def check(cur: Any) -> None:
+            cur.execute("SELECT generation, status FROM evm_transactions WHERE chain_id = %s AND idempotency_key = %s"
+                        " FOR SHARE", (chain_id, key))
+            row = cur.fetchone()
+            if row is None or int(row[0]) != generation or row[1] != "preparing":
+                raise Superseded(key, generation)
+        return check
 
     # ----------------------------------------------------------------- submit
     def submit(self, req: TxRequest, *, gas: int | None = None) -> dict[str, Any]:
         """Sign and broadcast ``req`` unless its key already has a transaction; returns the ledger row."""
         chain_id = self.hook.check_chain()
         sender = self.hook.address
-        existing = self._claim(chain_id, sender, req)
+        existing, generation = self._claim(chain_id, sender, req)
         if existing is not None:
             if existing["status"] == "signed":
                 return self.rebroadcast(existing)
             return existing
+        return self._sign_and_send(chain_id, sender, req, generation, gas)
+
+    def _sign_and_send(self, chain_id: int, sender: str, req: TxRequest, generation: int,
+                       gas: int | None) -> dict[str, Any]:
+        key = req.idempotency_key
         try:
             tx: dict[str, Any] = {"from": sender, "value": req.value, "data": req.data}
             if req.to:
                 tx["to"] = req.to
             gas_limit = gas or self.hook.estimate_gas(tx)  # a revert fails here: no nonce is consumed
             fees = self.hook.fees()
-        except TributaryError as exc:
-            self.ledger.update(chain_id, req.idempotency_key, status="rejected", error=str(exc)[:500])
-            raise
         except Exception as exc:
-            self.ledger.update(chain_id, req.idempotency_key, status="rejected", error=str(exc)[:500])
+            if not self._write(chain_id, key, generation, statuses=("preparing",), status="rejected",
+                               error=str(exc)[:500]):
+                raise Superseded(key, generation) from exc
             raise
         for _attempt in range(5):
-            lease = self.nonces.allocate(chain_id, sender)
-            txid: str | None = None
+            lease = self.nonces.allocate(chain_id, sender, guard=self._guard(chain_id, key, generation))
             try:
                 unsigned = {"type": 2, "chainId": chain_id, "nonce": lease.nonce, "gas": gas_limit,
                             "maxFeePerGas": fees.max_fee_per_gas,
@@ -196,56 +265,168 @@ class TransactionSender:
 
                     unsigned["to"] = to_checksum_address(req.to)
                 txid, raw = self.hook.sign(unsigned)
-                self.ledger.update(chain_id, req.idempotency_key, status="signed", nonce=lease.nonce,
-                                   tx_hash=txid, raw_tx=raw, gas_limit=gas_limit,
-                                   max_fee_per_gas=fees.max_fee_per_gas,
-                                   max_priority_fee_per_gas=fees.max_priority_fee_per_gas, error=None)
-                self.hook.send_raw(raw, txid)
-            except NonceTooLow:
-                log.warning("nonce %d of %s was used outside this manager; allocating again", lease.nonce, sender)
-                lease.discard()
-                continue
-            except BaseException as exc:
-                reached = False
-                if txid is not None:
-                    try:
-                        reached = self.hook.get_transaction(txid) is not None
-                    except Exception:
-                        reached = False
-                if not reached:
-                    lease.release()
-                    self.ledger.update(chain_id, req.idempotency_key, status="rejected", error=str(exc)[:500])
+                # Ledger before side effect: the signed bytes are durable before the node sees them,
+                # and the nonce passes from the lease to this row in the same database transaction.
+                conn = self.nonces.conn
+                try:
+                    with conn.cursor() as cur:
+                        owned = self._fenced(cur, chain_id, key, generation, statuses=("preparing",), bump=True,
+                                             nonce=lease.nonce, tx_hash=txid, raw_tx=raw, gas_limit=gas_limit,
+                                             max_fee_per_gas=fees.max_fee_per_gas,
+                                             max_priority_fee_per_gas=fees.max_priority_fee_per_gas,
+                                             status="signed", error=None)
+                        if owned:
+                            self.nonces.commit_in(cur, lease)
+                    conn.commit()
+                except BaseException:
+                    conn.rollback()
                     raise
-            conn = self.nonces.conn
-            with conn.cursor() as cur:
-                cur.execute("UPDATE evm_transactions SET status = 'sent', broadcasts = broadcasts + 1,"
-                            " updated_at = now() WHERE chain_id = %s AND idempotency_key = %s",
-                            (chain_id, req.idempotency_key))
-                self.nonces.commit_in(cur, lease)
-            conn.commit()
-            return self.ledger.get(chain_id, req.idempotency_key)
+                if not owned:
+                    raise Superseded(key, generation)
+            except BaseException:
+                if not lease.done:
+                    lease.release()  # nothing was sent with it
+                raise
+            row = self._deliver(chain_id, sender, key, generation, txid, raw, lease.nonce, first=True)
+            if row is not None:
+                return row
+            generation = self._supersede(chain_id, key, txid, lease.nonce)
         raise TransientError(f"could not find a free nonce for {sender} after 5 attempts", system=SYSTEM,
                              reason="evm:nonce_contention")
 
-    def rebroadcast(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Send the same signed bytes again (after a drop or a reorg); a known transaction is a success."""
+    # ----------------------------------------------------------------- delivery
+    def _deliver(self, chain_id: int, sender: str, key: str, generation: int, txid: str, raw: str, nonce: int,
+                 *, first: bool) -> dict[str, Any] | None:
+        """Send the signed bytes (again); the row once the node has them, None once the nonce is proven
+        used by another transaction (the caller re-signs). A lost answer never releases the nonce:
+        the row stays ``signed`` and a later attempt sends the same bytes."""
+        last: BaseException | None = None
+        for attempt in range(SEND_ATTEMPTS):
+            if attempt:
+                time.sleep(0.05 * attempt)
+                self._write(chain_id, key, generation, statuses=("signed", "sent"), of_tx=txid, bump=True)
+            try:
+                self.hook.send_raw(raw, txid)
+                return self._mark_sent(chain_id, key, generation, txid)
+            except NonceTooLow:
+                # "nonce too low" with our transaction unknown: mined by us and a lagging node, or
+                # another transaction took the nonce. Only the chain decides.
+                fate = self.nonce_fate(sender, nonce, txid)
+                if fate == "ours":
+                    return self._mark_sent(chain_id, key, generation, txid)
+                if fate == "other":
+                    return None
+                raise TransientError(f"nonce {nonce} of {sender} is not yet proven used at"
+                                     f" {self.hook.confirmations} confirmation(s); transaction {txid} stays signed"
+                                     " and is sent again by the next attempt", system=SYSTEM,
+                                     reason="evm:nonce_unproven") from None
+            except Exception as exc:
+                if first and attempt == 0 and getattr(exc, "node_answered", False) \
+                        and self._write(chain_id, key, generation, statuses=("signed",), of_tx=txid,
+                                        status="rejected", error=str(exc)[:500]):
+                    # The node refused the bytes with an answer, before anyone else sent them
+                    # (the write above is fenced): they never reached a chain, the nonce is free.
+                    self.nonces.release_nonce(chain_id, sender, nonce)
+                    raise
+                try:  # a positive lookup is proof the node has it; null proves nothing
+                    if self.hook.get_transaction(txid) is not None:
+                        return self._mark_sent(chain_id, key, generation, txid)
+                except Exception:
+                    pass
+                last = exc
+                if getattr(exc, "node_answered", False):
+                    break
+        raise TransientError(f"the outcome of sending transaction {txid} is unknown ({type(last).__name__}:"
+                             f" {last}); it stays signed with nonce {nonce} and the next attempt sends the same"
+                             " bytes", system=SYSTEM, reason="evm:send_unknown") from last
+
+    def _mark_sent(self, chain_id: int, key: str, generation: int, txid: str) -> dict[str, Any]:
+        self._write(chain_id, key, generation, statuses=("signed",), of_tx=txid, status="sent", error=None)
+        row = self.ledger.get(chain_id, key)
+        if row is None or row["tx_hash"] != txid:
+            raise Superseded(key, generation)
+        return row
+
+    def _supersede(self, chain_id: int, key: str, txid: str, nonce: int) -> int:
+        """The nonce of ``txid`` is proven used by another transaction: ``txid`` can never be mined.
+        The row goes back to 'preparing' under a new generation (the caller signs anew)."""
+        conn = self.nonces.conn
         try:
-            self.hook.send_raw(row["raw_tx"], row["tx_hash"])
-        except NonceTooLow:
-            # The nonce went to another transaction meanwhile: this one can never be mined. Sign anew.
-            log.warning("transaction %s can no longer be mined (nonce %s used); signing it again",
-                        row["tx_hash"], row["nonce"])
-            self.ledger.update(row["chain_id"], row["idempotency_key"], status="rejected",
-                               error="nonce used by another transaction; re-signed")
-            return self.submit(TxRequest(idempotency_key=row["idempotency_key"], kind=row["kind"],
-                                         data=self._data_of(row), to=row["to_address"], value=row["value_wei"],
-                                         contract_name=row["contract_name"], function_name=row["function_name"],
-                                         args=row["args"]), gas=row["gas_limit"])
-        self.ledger.update(row["chain_id"], row["idempotency_key"], status="sent", broadcasts=row["broadcasts"] + 1)
-        return self.ledger.get(row["chain_id"], row["idempotency_key"])
+            with conn.cursor() as cur:
+                cur.execute("UPDATE evm_transactions SET status = 'preparing', generation = generation + 1,"
+                            " superseded_tx_hashes = array_append(superseded_tx_hashes, tx_hash),"
+                            " tx_hash = NULL, raw_tx = NULL, nonce = NULL, error = %s, updated_at = now()"
+                            " WHERE chain_id = %s AND idempotency_key = %s AND tx_hash = %s"
+                            " AND status IN ('signed', 'sent') RETURNING generation",
+                            (f"nonce {nonce} used by another transaction; {txid} re-signed", chain_id, key, txid))
+                row = cur.fetchone()
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        if row is None:
+            raise Superseded(key, -1)
+        log.warning("transaction %s can never be mined (nonce %d used by another transaction): signing %r again",
+                    txid, nonce, key)
+        return int(row[0])
+
+    def nonce_fate(self, address: str, nonce: int, txid: str) -> str:
+        """'ours' when ``txid`` is on chain; 'other' when ``nonce`` of ``address`` is used, at the
+        Connection's confirmation depth, by a transaction with another hash; 'unknown' otherwise.
+        Read from the chain (transaction count per block, then the block that used the nonce), never
+        from a null answer of ``eth_getTransactionByHash``."""
+        try:
+            if self.hook.get_receipt(txid) is not None:
+                return "ours"
+        except Exception:
+            pass
+        safe = self.hook.block_number() - self.hook.confirmations + 1
+        if safe < 0:
+            return "unknown"
+
+        def count(block: int) -> int:
+            return int(self.hook.call_rpc("eth_getTransactionCount", [address, hex(block)]), 16)
+
+        if count(safe) <= nonce:
+            return "unknown"
+        low, high = 0, safe  # the first block after which the account's count passed the nonce
+        while low < high:
+            mid = (low + high) // 2
+            if count(mid) > nonce:
+                high = mid
+            else:
+                low = mid + 1
+        block = self.hook.get_block(low, full=True) or {}
+        for tx in block.get("transactions", []):
+            if isinstance(tx, dict) and str(tx.get("from", "")).lower() == address.lower() \
+                    and int(tx["nonce"], 16) == nonce:
+                return "ours" if str(tx["hash"]).lower() == txid.lower() else "other"
+        raise TransientError(f"block {low} raised the transaction count of {address} past {nonce} but holds no"
+                             " such transaction (inconsistent node answers)", system=SYSTEM,
+                             reason="evm:inconsistent_node")
+
+    def rebroadcast(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Send the same signed bytes again (a lost answer, a drop or a reorg). A new signature only
+        once the nonce is proven used by another transaction (:meth:`nonce_fate`)."""
+        chain_id, key, generation, txid = row["chain_id"], row["idempotency_key"], row["generation"], row["tx_hash"]
+        if not self._write(chain_id, key, generation, statuses=("signed", "sent"), of_tx=txid, bump=True):
+            current = self.ledger.get(chain_id, key)
+            if current is not None and current["tx_hash"] == txid and current["status"] in ("mined", "confirmed",
+                                                                                             "failed"):
+                return current
+            raise Superseded(key, generation)
+        sent = self._deliver(chain_id, row["from_address"], key, generation, txid, row["raw_tx"], row["nonce"],
+                             first=False)
+        if sent is not None:
+            return sent
+        generation = self._supersede(chain_id, key, txid, row["nonce"])
+        request = TxRequest(idempotency_key=key, kind=row["kind"], data=self._data_of(row), to=row["to_address"],
+                            value=row["value_wei"], contract_name=row["contract_name"],
+                            function_name=row["function_name"], args=row["args"])
+        return self._sign_and_send(chain_id, row["from_address"], request, generation, row["gas_limit"])
 
     def _data_of(self, row: dict[str, Any]) -> str:
-        from eth_account._utils.typed_transactions import TypedTransaction
+        from eth_account.typed_transactions import TypedTransaction
 
         tx = TypedTransaction.from_bytes(bytes.fromhex(row["raw_tx"][2:])).as_dict()
         data = tx.get("data", b"")
