@@ -74,6 +74,8 @@ class EvmHook(TributaryHook):
     * ``poll_interval``       seconds between receipt polls in the trigger (default 1)
     * ``logs_chunk_size``     blocks per ``eth_getLogs`` request when indexing (default 2000)
     * ``fee_cache_seconds``   reuse fee figures this long (default 1; 0 = ask every time)
+    * ``takeover_seconds``    a ``preparing`` ledger row idle this long may be taken over by another
+      attempt (default 120; the superseded attempt is fenced off, see ``evm/transactions.py``)
     """
 
     default_conn_name = "tributary_evm"
@@ -221,8 +223,12 @@ class EvmHook(TributaryHook):
                 raise DataError(f"EVM node did not answer {request['method']}", system=SYSTEM,
                                 reason="malformed_response")
             if answer.get("error"):
-                exc = _RpcError(answer["error"])
-                raise translate(exc) from None
+                mapped = translate(_RpcError(answer["error"]))
+                # The node answered (an error object): unlike a timeout or a reset, it did not take
+                # the request. The transaction ledger relies on this to tell a refused send from an
+                # ambiguous one.
+                mapped.node_answered = True
+                raise mapped from None
             results.append(answer.get("result"))
         return results
 
