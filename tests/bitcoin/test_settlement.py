@@ -696,7 +696,9 @@ def test_a_signed_transaction_whose_coins_were_spent_elsewhere_fails_without_pay
             sign_and_broadcast(sid, run_id="try-1", config=config())
     row, _ = ledger(sid)
     inputs = {(i["txid"], i["vout"]) for i in devnet.rpc("decoderawtransaction", row["raw_tx"], wallet="")["vin"]}
-    # Someone spends the same coins from the wallet by hand, and it is mined.
+    # Someone unlocks the coins the settlement holds (or the node restarted: locks of lockUnspents live in
+    # memory), spends them from the wallet by hand, and it is mined.
+    devnet.rpc("lockunspent", True)
     other = devnet.rpc("sendtoaddress", devnet.payee(), Decimal("0.5"), None, None, False, True, None, None, None, 50)
     assert inputs & {(i["txid"], i["vout"]) for i in devnet.tx(other)["vin"]}
     devnet.mine(1)

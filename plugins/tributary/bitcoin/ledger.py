@@ -25,6 +25,9 @@ COLUMNS = ("id", "status", "network", "wallet", "payouts", "payouts_sha256", "to
            "confirmations", "block_hash", "block_height", "source", "dag_run_id", "last_error", "created_at",
            "updated_at", "signed_at", "broadcast_at", "last_bump_at", "confirmed_at")
 _JSON_COLUMNS = ("payouts", "fee_policy")
+# jsonb read as text and decoded here: whether a driver decodes jsonb itself, a row whose fee_policy is
+# the JSON string "fast" must come back as that string, not as something to decode again.
+_SELECT = ", ".join(f"{c}::text" if c in _JSON_COLUMNS else c for c in COLUMNS)
 _EVENT_COLUMNS = ("event", "status", "txid", "detail", "dag_run_id", "at")
 
 
@@ -42,8 +45,8 @@ def _row(values: Sequence[Any] | None) -> dict[str, Any] | None:
     if values is None:
         return None
     row = dict(zip(COLUMNS, values, strict=True))
-    for key in _JSON_COLUMNS:
-        if isinstance(row[key], str):
+    for key in _JSON_COLUMNS:  # selected as text (see _SELECT): a JSON string value stays a string
+        if row[key] is not None:
             row[key] = json.loads(row[key])
     row["replaced_txids"] = list(row["replaced_txids"] or [])
     return row
@@ -77,7 +80,7 @@ class SettlementLedger:
     def load(self, settlement_id: str, *, lock: bool = False) -> dict[str, Any] | None:
         """The row as a dict (jsonb decoded, ``replaced_txids`` a list); ``lock``: ``FOR UPDATE``."""
         with self.conn.cursor() as cur:
-            cur.execute(f"SELECT {', '.join(COLUMNS)} FROM btc_settlements WHERE id = %s"
+            cur.execute(f"SELECT {_SELECT} FROM btc_settlements WHERE id = %s"
                         + (" FOR UPDATE" if lock else ""), (settlement_id,))
             return _row(cur.fetchone())
 

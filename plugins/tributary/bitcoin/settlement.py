@@ -36,7 +36,7 @@ from tributary.bitcoin import SYSTEM
 from tributary.bitcoin.addresses import address_script, script_address, witness_program
 from tributary.bitcoin.amounts import MAX_MONEY_SATS, SATS_PER_BTC
 from tributary.bitcoin.ledger import NOW, SettlementLedger
-from tributary.core.errors import DataError, ErrorClass, PermanentError, SecurityError, TransientError
+from tributary.core.errors import DataError, ErrorClass, PermanentError, SecurityError, TransientError, classify
 from tributary.core.triggers import Status
 from tributary.storage import WAREHOUSE_CONN_ID
 
@@ -94,8 +94,13 @@ class FeePolicy:
     max_fee_sats: int = DEFAULT_MAX_FEE_SATS
 
     @classmethod
-    def from_json(cls, policy: Mapping[str, Any] | None) -> FeePolicy:
-        policy = dict(policy or {})
+    def from_json(cls, policy: Any) -> FeePolicy:
+        if policy is None:
+            policy = {}
+        if not isinstance(policy, Mapping):  # a table row may hold any JSON here: a list, a string, a number
+            raise DataError(f"fee policy must be an object, not {type(policy).__name__} {policy!r:.80}",
+                            system=SYSTEM, reason="invalid_fee_policy")
+        policy = dict(policy)
         unknown = set(policy) - {"conf_target", "fee_rate", "max_fee_sats"}
         if unknown:
             raise DataError(f"fee policy: unknown keys {sorted(unknown)}", system=SYSTEM, reason="invalid_fee_policy")
@@ -148,7 +153,13 @@ def parse_amount(value: Any) -> int:
         raise ValueError(f"amount {value!r} is not a number") from None
     if not amount.is_finite():
         raise ValueError(f"amount {value!r} is not finite")
-    if amount.as_tuple().exponent < -8 and amount != amount.quantize(Decimal("0.00000001")):
+    if amount.adjusted() > 8:  # >= 1e9 BTC: refused here, before quantize overflows the context precision
+        raise ValueError(f"amount {value!r:.60} exceeds 21,000,000 BTC")
+    try:
+        extra_decimals = amount.as_tuple().exponent < -8 and amount != amount.quantize(Decimal("0.00000001"))
+    except InvalidOperation:  # more digits than the decimal context holds
+        raise ValueError(f"amount {value!r:.60} has more digits than an amount can have") from None
+    if extra_decimals:
         raise ValueError(f"amount {value!r} has more than 8 decimals")
     sats = int(amount * SATS_PER_BTC)
     if sats <= 0:
@@ -317,24 +328,35 @@ def claim(params: Mapping[str, Any], *, run_id: str | None, config: SettlementCo
                 ledger.commit()
                 accepted.append(sid)
                 continue
+            # Whatever another system wrote into this row, it fails this row only: the loop goes on
+            # with the others (a raise here would stop every run on the same row, for ever).
             try:
-                valid = validate_payouts(row["payouts"], row["network"] or network)
-                policy = FeePolicy.from_json(row["fee_policy"])
-                if row["network"] and row["network"] != network:
-                    raise PermanentError(f"settlement is for {row['network']}, the node is on {network}",
-                                         system=SYSTEM, reason="network_mismatch")
-            except (DataError, PermanentError) as exc:
+                _validate_row(ledger, row, network, wallet, run_id)
+            except Exception as exc:
+                if classify(exc).error_class is ErrorClass.TRANSIENT:
+                    raise  # the warehouse or the node, not the row: the whole claim is retried
                 ledger.fail(sid, exc, run_id)
-                rejected.append({"settlement_id": sid, "error": str(exc)})
+                rejected.append({"settlement_id": sid, "error": f"[{classify(exc).error_class}] {exc}"[:2000]})
                 continue
-            ledger.update(sid, payouts=[p.to_json() for p in valid], payouts_sha256=fingerprint(valid),
-                          total_sats=sum(p.amount_sats for p in valid), fee_policy=policy.to_json(), network=network,
-                          wallet=row["wallet"] or wallet, dag_run_id=run_id)
-            ledger.record_event(sid, "validated", status="pending", run_id=run_id, payouts=len(valid))
-            ledger.commit()
             accepted.append(sid)
         log.info("claimed %d settlement(s), rejected %d", len(accepted), len(rejected))
         return accepted, rejected
+
+
+def _validate_row(ledger: SettlementLedger, row: Mapping[str, Any], network: str, wallet: str | None,
+                  run_id: str | None) -> None:
+    """Validate a pending row another system inserted and store it normalised (committed)."""
+    sid = row["id"]
+    if row["network"] and row["network"] != network:  # before any address is decoded for that network
+        raise PermanentError(f"settlement is for network {str(row['network'])[:40]!r}, the node serves {network}",
+                             system=SYSTEM, reason="network_mismatch")
+    valid = validate_payouts(row["payouts"], network)
+    policy = FeePolicy.from_json(row["fee_policy"])
+    ledger.update(sid, payouts=[p.to_json() for p in valid], payouts_sha256=fingerprint(valid),
+                  total_sats=sum(p.amount_sats for p in valid), fee_policy=policy.to_json(), network=network,
+                  wallet=row["wallet"] or wallet, dag_run_id=run_id)
+    ledger.record_event(sid, "validated", status="pending", run_id=run_id, payouts=len(valid))
+    ledger.commit()
 
 
 def _register(ledger: SettlementLedger, sid: str, valid: list[Payout], policy: FeePolicy, params: Mapping[str, Any],
@@ -440,6 +462,12 @@ def _broadcast(hook: BitcoinCoreHook, ledger: SettlementLedger, row: dict[str, A
                           dag_run_id=run_id)
             ledger.record_event(sid, "failed", status="failed", txid=txid, run_id=run_id, error=str(error))
             ledger.commit()
+            # its inputs that were not spent elsewhere are still locked for it: give them back
+            released = release_inputs(hook, _tx_inputs(row["raw_tx"]))
+            if released:
+                ledger.record_event(sid, "inputs_unlocked", status="failed", txid=txid, run_id=run_id,
+                                    inputs=[f"{t}:{n}" for t, n in released])
+                ledger.commit()
             raise error from exc
         log.info("settlement %s: broadcast of %s refused (%s); a related transaction is known", sid, txid,
                  exc.reject_reason)
@@ -459,7 +487,6 @@ def sign_and_broadcast(settlement_id: str, *, run_id: str | None, config: Settle
     the node answers as already known.
     """
     from tributary.bitcoin.amounts import btc_to_sats
-    from tributary.bitcoin.hook import BitcoinRpcError
 
     with config.ledger() as ledger:
         row = ledger.load(settlement_id)
@@ -499,33 +526,98 @@ def sign_and_broadcast(settlement_id: str, *, run_id: str | None, config: Settle
                 else:
                     policy = FeePolicy.from_json(row["fee_policy"])
                     outputs = [{p.address: Decimal(p.amount_btc)} for p in payouts]
+                    # lockUnspents: the coins stay locked until the transaction is broadcast (the wallet
+                    # unlocks a coin when a transaction of its own spends it), so no other funding, fee
+                    # bump or manual send of this wallet selects them while the run may still die.
                     try:
-                        funded = hook.wallet_create_funded_psbt([], outputs, 0, policy.funding_options())
-                    except BitcoinRpcError as exc:
-                        ledger.fail(settlement_id, exc, run_id)
+                        funded = hook.wallet_create_funded_psbt([], outputs, 0,
+                                                                {**policy.funding_options(), "lockUnspents": True})
+                    except Exception as exc:
+                        _funding_failed(ledger, settlement_id, exc, run_id)
                         raise
-                    fee = btc_to_sats(str(funded["fee"]))
-                    if fee > policy.max_fee_sats:
-                        error = PermanentError(f"fee {fee} sat exceeds max_fee_sats {policy.max_fee_sats}; nothing "
-                                               "was signed", system=SYSTEM, reason="fee_above_max")
-                        ledger.fail(settlement_id, error, run_id)
-                        raise error
-                    processed = hook.wallet_process_psbt(funded["psbt"], True, "ALL", True, False)
-                    final = hook.finalize_psbt(processed["psbt"], True)
-                    if not final.get("complete") or not final.get("hex"):
-                        raise PermanentError("the wallet could not sign every input of the PSBT", system=SYSTEM,
-                                             reason="psbt_incomplete")
-                    txid, extra = check_outputs(final["hex"], payouts)
-                    _check_change(hook, extra)
-                    ledger.update(settlement_id, status="signed", txid=txid, raw_tx=final["hex"], fee_sats=fee,
-                                  signed_at=NOW, dag_run_id=run_id, last_error=None)
-                    ledger.record_event(settlement_id, "signed", status="signed", txid=txid, run_id=run_id,
-                                        fee_sats=fee, fee_policy=policy.to_json())
-                ledger.commit()  # the signed transaction is durable before anything is broadcast
+                    locked = _psbt_inputs(hook, funded["psbt"])
+                    try:
+                        fee = btc_to_sats(str(funded["fee"]))
+                        if fee > policy.max_fee_sats:
+                            error = PermanentError(f"fee {fee} sat exceeds max_fee_sats {policy.max_fee_sats}; "
+                                                   "nothing was signed", system=SYSTEM, reason="fee_above_max")
+                            ledger.fail(settlement_id, error, run_id)
+                            raise error
+                        processed = hook.wallet_process_psbt(funded["psbt"], True, "ALL", True, False)
+                        final = hook.finalize_psbt(processed["psbt"], True)
+                        if not final.get("complete") or not final.get("hex"):
+                            raise PermanentError("the wallet could not sign every input of the PSBT", system=SYSTEM,
+                                                 reason="psbt_incomplete")
+                        txid, extra = check_outputs(final["hex"], payouts)
+                        _check_change(hook, extra)
+                        ledger.update(settlement_id, status="signed", txid=txid, raw_tx=final["hex"], fee_sats=fee,
+                                      signed_at=NOW, dag_run_id=run_id, last_error=None)
+                        ledger.record_event(settlement_id, "signed", status="signed", txid=txid, run_id=run_id,
+                                            fee_sats=fee, fee_policy=policy.to_json(),
+                                            locked_inputs=[f"{t}:{n}" for t, n in locked])
+                        ledger.commit()  # the signed transaction is durable before anything is broadcast
+                    except BaseException:
+                        # nothing of this funding was stored: give its coins back to the wallet
+                        release_inputs(hook, locked)
+                        raise
+                ledger.commit()
                 row = ledger.load(settlement_id, lock=True)
                 assert row is not None
             result = _broadcast(hook, ledger, row, run_id)
             return summary(result)
+
+
+def _funding_failed(ledger: SettlementLedger, settlement_id: str, error: BaseException, run_id: str | None) -> None:
+    """A node that is warming up (-28), without peers (-9), in initial download (-10), failing
+    internally (-32603) or not answering in time may fund on a later try: the row stays ``pending`` and
+    the task is retried. Any other funding error (insufficient funds, ...) fails the row."""
+    from tributary.bitcoin.hook import BitcoinRpcError
+
+    classification = classify(error)
+    if classification.error_class is not ErrorClass.TRANSIENT:
+        if isinstance(error, BitcoinRpcError):  # the node's answer: it will answer the same next time
+            ledger.fail(settlement_id, error, run_id)
+        else:
+            ledger.rollback()
+        return
+    ledger.rollback()
+    message = f"[{classification.error_class}] {error}"[:2000]
+    ledger.update(settlement_id, last_error=message, dag_run_id=run_id)
+    ledger.record_event(settlement_id, "funding_deferred", status="pending", run_id=run_id, error=message,
+                        reason=classification.reason)
+    ledger.commit()
+
+
+def _psbt_inputs(hook: BitcoinCoreHook, psbt: str) -> list[tuple[str, int]]:
+    """The outpoints a funded PSBT spends (``decodepsbt``, a read)."""
+    decoded = hook.call("decodepsbt", psbt, wallet="")
+    return [(str(i["txid"]), int(i["vout"])) for i in decoded["tx"]["vin"]]
+
+
+def _tx_inputs(raw_tx: str) -> list[tuple[str, int]]:
+    from bitcoin.core import CTransaction, b2lx
+
+    tx = CTransaction.deserialize(bytes.fromhex(raw_tx))
+    return [(b2lx(i.prevout.hash), int(i.prevout.n)) for i in tx.vin]
+
+
+def release_inputs(hook: BitcoinCoreHook, outpoints: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Unlock those of ``outpoints`` the wallet still holds locked; returns them.
+
+    Best effort by design: it runs on failure paths, where the original error is the one to report;
+    a coin left locked is unavailable to the wallet (never spent twice) until the node restarts or
+    ``lockunspent true`` is run, and the warning says which.
+    """
+    try:
+        held = {(str(o["txid"]), int(o["vout"])) for o in hook.call("listlockunspent")}
+        mine = [o for o in outpoints if o in held]
+        if mine:
+            hook.call("lockunspent", True, [{"txid": t, "vout": n} for t, n in mine])
+        return mine
+    except Exception as exc:
+        log.warning("could not unlock the coins %s of a failed settlement (they stay unavailable until "
+                    "`lockunspent true` or a node restart): %s", [f"{t}:{n}" for t, n in outpoints], exc)
+        return []
 
 
 def _flush_signed(hook: BitcoinCoreHook, ledger: SettlementLedger, wallet: str | None, current: str,
@@ -624,7 +716,7 @@ def apply_event(settlement_id: str, event: Mapping[str, Any], *, run_id: str | N
     if kind not in _CHAIN_EVENTS:
         raise PermanentError(f"unexpected trigger event {dict(event)!r}", system=SYSTEM, reason="trigger_error")
     with config.ledger() as ledger:
-        row = ledger.load(settlement_id, lock=True)
+        row = ledger.load(settlement_id, lock=kind is not Status.STUCK)
         if row is None:
             raise PermanentError(f"unknown settlement {settlement_id!r}", system=SYSTEM, reason="unknown_settlement")
         hook = config.hook(row["wallet"])
@@ -632,7 +724,14 @@ def apply_event(settlement_id: str, event: Mapping[str, Any], *, run_id: str | N
             case Status.CONFIRMED:
                 _confirm(hook, ledger, row, event, run_id)
             case Status.STUCK:
-                _bump(hook, ledger, row, event, run_id)
+                # bumpfee may add inputs: it selects coins like a funding does, so it takes the same
+                # wallet lock (the wallet lock first, then the row, in the order sign_and_broadcast uses)
+                ledger.rollback()
+                with ledger.wallet_lock(hook.wallet):
+                    row = ledger.load(settlement_id, lock=True)
+                    assert row is not None
+                    _bump(hook, ledger, row, event, run_id)
+                    ledger.commit()
             case Status.REPLACED:
                 _adopt_replacement(hook, ledger, row, str(event["replaced_by"]), run_id, reason="replaced_outside")
             case Status.REORGED | Status.DROPPED:
