@@ -11,7 +11,12 @@ message sent twice is stored once (the target answers 409).
 Conflicts follow the DWN's newest-wins rule (later ``messageTimestamp``, then the larger message CID):
 within a batch only the newest write of a record is sent, and the target itself refuses an older
 write or a write after a delete (409/400) — both counted as ``skipped``. Messages that fail
-verification are never written (``rejected``); the run raises :class:`SecurityError` at its end.
+verification are never written (``rejected``): the checkpoint moves past them so the rest of the log
+replicates, and each is recorded in ``dwn_replication_rejects`` with its reason. Every later run
+retries the open rejects first (read again from the source, verified again): one that now verifies is
+written, followed by its record's latest write (``recovered``); one the source no longer has is
+closed as ``gone``. While any reject stays open the run raises :class:`SecurityError` at its end,
+after replicating everything else.
 
 Checkpoint (``dwn_replication_state``): the cursor the pass started from and the last message applied,
 written after every batch. A failed run resumes after that message; a finished pass stores the
@@ -29,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from tributary.core.errors import SecurityError
+from tributary.core.errors import SecurityError, classify
 from tributary.dwn import SYSTEM
 from tributary.dwn import messages as m
 
@@ -68,8 +73,11 @@ class Counts:
     deleted: int = 0
     skipped: int = 0
     rejected: int = 0
+    retried: int = 0  # earlier rejects verified again this run
+    recovered: int = 0  # ... of which verified and were written
     lag_seconds: float | None = None
     rejected_cids: list[str] = field(default_factory=list)
+    open_rejects: list[str] = field(default_factory=list)  # rejects still open after this run
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,16 +128,107 @@ def record_run(conn: Any, key: StateKey, run_id: str, counts: Counts, *, status:
     with conn.cursor() as cur:
         cur.execute(
             "INSERT INTO dwn_replication_runs (run_id, tenant, protocol, source, target, started_at, finished_at,"
-            " status, batches, scanned, written, deleted, skipped, rejected, lag_seconds, error)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " status, batches, scanned, written, deleted, skipped, rejected, retried, recovered, lag_seconds, error)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (run_id, tenant, protocol, source, target) DO UPDATE SET"
             " finished_at = EXCLUDED.finished_at, status = EXCLUDED.status, batches = EXCLUDED.batches,"
             " scanned = EXCLUDED.scanned, written = EXCLUDED.written, deleted = EXCLUDED.deleted,"
-            " skipped = EXCLUDED.skipped, rejected = EXCLUDED.rejected, lag_seconds = EXCLUDED.lag_seconds,"
-            " error = EXCLUDED.error",
+            " skipped = EXCLUDED.skipped, rejected = EXCLUDED.rejected, retried = EXCLUDED.retried,"
+            " recovered = EXCLUDED.recovered, lag_seconds = EXCLUDED.lag_seconds, error = EXCLUDED.error",
             (run_id, *key.values(), started_at, finished, status, counts.batches, counts.scanned, counts.written,
-             counts.deleted, counts.skipped, counts.rejected, counts.lag_seconds, error))
+             counts.deleted, counts.skipped, counts.rejected, counts.retried, counts.recovered, counts.lag_seconds,
+             error))
     conn.commit()
+
+
+# --------------------------------------------------------------------------- rejects
+def _verify(message: Any, data: bytes | None) -> BaseException | None:
+    """None when the message verifies, else the (non-transient) reason it does not.
+
+    Anything a hostile or broken source sends fails only that message: a malformed message (a
+    KeyError, a TypeError deep in the checks) is a reject like a bad signature, not a crash that
+    would stop every run on the same message.
+    """
+    try:
+        if not isinstance(message, Mapping):
+            raise SecurityError(f"not a DWN message: {type(message).__name__}", system=SYSTEM,
+                                reason="dwn:malformed")
+        m.verify_message(message, data)
+    except SecurityError as exc:
+        return exc
+    except Exception as exc:
+        if classify(exc).retryable:
+            raise
+        return SecurityError(f"malformed DWN message: {type(exc).__name__}: {exc}"[:500], system=SYSTEM,
+                             reason="dwn:malformed")
+    return None
+
+
+def record_reject(conn: Any, key: StateKey, cid: str, message: Any, error: BaseException, run_id: str) -> None:
+    """Insert (or count again) a reject with its reason; committed with the batch's checkpoint."""
+    from tributary.core.masking import mask_text
+
+    record_id = message.get("recordId") if isinstance(message, Mapping) else None
+    reason = classify(error).reason
+    text = mask_text(f"{type(error).__name__}: {error}")[:2000]
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO dwn_replication_rejects (tenant, protocol, source, target, message_cid, record_id, reason,"
+            " error, first_run, last_run) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (tenant, protocol, source, target, message_cid) DO UPDATE SET"
+            " reason = EXCLUDED.reason, error = EXCLUDED.error, last_run = EXCLUDED.last_run,"
+            " attempts = dwn_replication_rejects.attempts + 1, last_attempt = now(), resolved_at = NULL,"
+            " status = CASE WHEN dwn_replication_rejects.status = 'dismissed' THEN 'dismissed' ELSE 'open' END",
+            (*key.values(), cid, record_id if isinstance(record_id, str) else None, reason, text, run_id, run_id))
+
+
+def open_rejects(conn: Any, key: StateKey, limit: int = 1000) -> list[tuple[str, str | None]]:
+    """(message CID, record id) of the open rejects, oldest first."""
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT message_cid, record_id FROM dwn_replication_rejects WHERE {_KEY} AND status = 'open'"
+                    " ORDER BY first_seen, message_cid LIMIT %s", (*key.values(), limit))
+        rows = cur.fetchall()
+    conn.commit()
+    return [(r[0], r[1]) for r in rows]
+
+
+def _close_reject(conn: Any, key: StateKey, cid: str, status: str, run_id: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute(f"UPDATE dwn_replication_rejects SET status = %s, resolved_at = now(), last_run = %s,"
+                    f" last_attempt = now() WHERE {_KEY} AND message_cid = %s", (status, run_id, *key.values(), cid))
+    conn.commit()
+
+
+def retry_rejects(source: Peer, target: Peer, conn: Any, key: StateKey, run_id: str, counts: Counts) -> None:
+    """Read every open reject again from the source and verify it again; write those that now verify.
+
+    A reject that verifies is written and so is its record's latest write (read with RecordsRead): the
+    record's later messages were refused by the target (or skipped) while it lacked this one, and the
+    checkpoint has moved past them.
+    """
+    for cid, record_id in open_rejects(conn, key):
+        counts.retried += 1
+        found = source.read_message(cid)
+        if found is None:  # superseded or deleted on the source: nothing of it to replicate any more
+            _close_reject(conn, key, cid, "gone", run_id)
+            continue
+        message, data = found
+        error = _verify(message, data)
+        if error is not None:
+            log.error("still not replicating %s: %s", cid, error)
+            record_reject(conn, key, cid, message, error, run_id)
+            conn.commit()
+            continue
+        apply_message(target, message, data, counts)
+        if record_id and hasattr(source, "read_record"):
+            latest = source.read_record(record_id)
+            if latest is not None and m.message_cid(m.strip_reply_fields(latest[0])) != cid:
+                latest_message = m.strip_reply_fields(latest[0])
+                if _verify(latest_message, latest[1]) is None:
+                    apply_message(target, latest_message, latest[1], counts)
+        counts.recovered += 1
+        _close_reject(conn, key, cid, "replicated", run_id)
+        log.info("replicated %s, rejected by an earlier run", cid)
 
 
 def _age_seconds(message: Mapping[str, Any]) -> float | None:
@@ -230,6 +329,7 @@ def replicate(source: Peer, target: Peer, conn: Any, *, tenant: str, protocol: s
         return list(readers.map(read_one, batch))
 
     try:
+        retry_rejects(source, target, conn, key, run_id, counts)
         state = load_state(conn, key) or {}
         base_cursor = state.get("cursor")
         cids, new_cursor = source.query_messages([{"protocol": protocol}], base_cursor)
@@ -257,10 +357,10 @@ def replicate(source: Peer, target: Peer, conn: Any, *, tenant: str, protocol: s
                     delta.skipped += 1
                     continue
                 message, data = found
-                try:
-                    m.verify_message(message, data)
-                except SecurityError as exc:
-                    log.error("not replicating %s: %s", cid, exc)
+                error = _verify(message, data)
+                if error is not None:  # recorded and retried by the next runs; the checkpoint moves on
+                    log.error("not replicating %s: %s", cid, error)
+                    record_reject(conn, key, cid, message, error, run_id)
                     delta.rejected += 1
                     counts.rejected_cids.append(cid)
                     continue
@@ -297,9 +397,12 @@ def replicate(source: Peer, target: Peer, conn: Any, *, tenant: str, protocol: s
         if executor is not None:
             executor.shutdown()
     record_run(conn, key, run_id, counts, status="success", started_at=started)
-    if counts.rejected:
-        raise SecurityError(f"{counts.rejected} source message(s) failed signature/CID verification and were not "
-                            f"replicated: {counts.rejected_cids[:5]}", system=SYSTEM, reason="dwn:rejected")
+    counts.open_rejects = [cid for cid, _ in open_rejects(conn, key)]
+    if counts.open_rejects:  # everything else was replicated; a person looks at these (or dismisses them)
+        raise SecurityError(f"{len(counts.open_rejects)} source message(s) failed signature/CID verification and "
+                            f"were not replicated ({counts.rejected} new this run, {counts.retried} retried, "
+                            f"{counts.recovered} recovered): {counts.open_rejects[:5]}; they are retried by every "
+                            "run (dwn_replication_rejects)", system=SYSTEM, reason="dwn:rejected")
     return counts
 
 
@@ -354,6 +457,7 @@ def run_replication(source_conn_id: str, target_conn_id: str, *, protocol: str, 
                            run_id=run_id, max_batches=max_batches)
     result = counts.as_dict()
     result.pop("rejected_cids")
+    result.pop("open_rejects")
     return {"tenant": source.tenant, "protocol": protocol, **result}
 
 
