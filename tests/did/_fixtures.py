@@ -45,7 +45,8 @@ def did_conn(did_devnet: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dic
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(
         {"conn_type": "tributary_did", "host": did_devnet["relay"].url, "password": kek,
          "extra": {"ca_bundle": web.ca_bundle, "web_root": str(web.document_root), "status_base_url": web.url,
-                   "timeout": 5, "allow_networks": "127.0.0.1/32", "allowed_dags": ["did_issuance", "identity_verification"]}}))
+                   "timeout": 5, "allow_networks": "127.0.0.1/32",
+                   "allowed_dags": ["did_issuance", "identity_verification"]}}))
     return {"conn_id": conn_id, "kek": kek}
 
 

@@ -2,55 +2,91 @@
 
 ``create_did`` and ``resolve`` are plain functions (no Airflow import) so benchmarks and tasks call
 them directly. Network access goes through :class:`ResolverConfig`: the Pkarr relay/gateway for
-did:dht and the CA bundle trusted for HTTPS (did:web documents, status lists).
+did:dht, and the bounded fetcher (``tributary.core.fetch``) for the URLs a credential's author chooses
+(did:web documents, status lists): https only, no private address unless allow-listed, same-origin
+redirects, a total deadline, size caps and a TTL cache.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tributary.core.errors import PermanentError, TransientError
+from tributary.core import fetch as fetching
+from tributary.core.errors import DataError, PermanentError, TransientError
 from tributary.did import SYSTEM, diddht, didjwk, didkey, didweb
 from tributary.did.document import PortableDid, ResolutionError, parse_did, resolution_result
 
 METHODS = ("key", "jwk", "web", "dht")
+_RELAY_CHUNK = 16 * 1024
 
 
 @dataclass(frozen=True)
 class ResolverConfig:
-    """``pkarr_url``: base URL of a Pkarr relay (``PUT``/``GET /<z32 id>``); ``ca_bundle``: PEM of the
-    CAs trusted for HTTPS (``None``: the system store); ``fetch``: replaces HTTP GET of JSON (tests)."""
+    """How DIDs and status lists are fetched.
+
+    ``pkarr_url``: base URL of a Pkarr relay (``PUT``/``GET /<z32 id>``), chosen by the operator.
+    Everything else governs fetches of URLs a credential's author chooses (did:web documents, status
+    lists), all through one :class:`~tributary.core.fetch.Fetcher`: ``ca_bundle`` PEM of the CAs
+    trusted for HTTPS (``None``: the system store); ``timeout`` the total deadline of one fetch;
+    ``allow_networks`` private/loopback/link-local networks that may be fetched anyway (a local
+    did:web host, the devnet's ``127.0.0.1/32``); ``allow_http_loopback`` plain HTTP to loopback;
+    ``max_bytes`` / ``max_decompressed_bytes`` the response and inflated-size caps; ``cache_ttl``
+    seconds a fetched document is reused by this config (0: never). ``fetch`` replaces HTTP GET of
+    JSON (tests)."""
 
     pkarr_url: str | None = None
     ca_bundle: str | None = None
-    timeout: float = 10.0
+    timeout: float = fetching.DEFAULT_TIMEOUT
     fetch: Callable[[str], Any] | None = None
+    allow_networks: tuple[Any, ...] = ()
+    allow_http_loopback: bool = False
+    max_bytes: int = fetching.DEFAULT_MAX_BYTES
+    max_decompressed_bytes: int = fetching.DEFAULT_MAX_DECOMPRESSED_BYTES
+    cache_ttl: float = fetching.DEFAULT_CACHE_TTL
+    fetcher: fetching.Fetcher = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allow_networks", fetching.parse_networks(self.allow_networks, system=SYSTEM))
+        for name in ("timeout", "max_bytes", "max_decompressed_bytes"):
+            if not getattr(self, name) > 0:
+                raise PermanentError(f"resolver {name} must be positive, not {getattr(self, name)!r}", system=SYSTEM,
+                                     reason=f"config:{name}")
+        policy = fetching.FetchPolicy(
+            allow_networks=self.allow_networks, allow_http_loopback=self.allow_http_loopback,
+            ca_bundle=self.ca_bundle, timeout=float(self.timeout), max_bytes=int(self.max_bytes),
+            max_decompressed_bytes=int(self.max_decompressed_bytes), cache_ttl=float(self.cache_ttl))
+        object.__setattr__(self, "fetcher", fetching.Fetcher(policy, system=SYSTEM))
+
+    @classmethod
+    def from_extra(cls, pkarr_url: str | None, extra: dict[str, Any], timeout: float) -> ResolverConfig:
+        """The resolver of a ``tributary_did`` Connection (its host and extra, see ``DidHook``)."""
+        def number(name: str, default: float) -> float:
+            value = extra.get(name)
+            if value in (None, ""):
+                return default
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                raise PermanentError(f"tributary_did extra {name} must be a number, not {value!r}", system=SYSTEM,
+                                     reason=f"config:{name}") from None
+
+        return cls(pkarr_url=pkarr_url or None, ca_bundle=extra.get("ca_bundle") or None, timeout=timeout,
+                   allow_networks=fetching.parse_networks(extra.get("allow_networks"), system=SYSTEM),
+                   allow_http_loopback=fetching.parse_bool(extra.get("allow_http_loopback", False)),
+                   max_bytes=int(number("fetch_max_bytes", fetching.DEFAULT_MAX_BYTES)),
+                   max_decompressed_bytes=int(number("fetch_max_decompressed_bytes",
+                                                     fetching.DEFAULT_MAX_DECOMPRESSED_BYTES)),
+                   cache_ttl=number("cache_ttl", fetching.DEFAULT_CACHE_TTL))
 
     def _verify(self) -> str | bool:
         return self.ca_bundle or True
 
     def get_bytes(self, url: str) -> bytes | None:
-        import requests
-
-        try:
-            response = requests.get(url, timeout=self.timeout, verify=self._verify())
-        except requests.exceptions.SSLError as exc:
-            raise PermanentError(f"TLS verification failed for {url}: {exc}", system=SYSTEM,
-                                 reason="tls") from exc
-        except requests.RequestException as exc:
-            raise TransientError(f"GET {url}: {type(exc).__name__}", system=SYSTEM, reason="network") from exc
-        if response.status_code in (404, 410):
-            return None
-        if response.status_code >= 500 or response.status_code == 429:
-            raise TransientError(f"GET {url}: HTTP {response.status_code}", system=SYSTEM,
-                                 reason=f"http:{response.status_code}")
-        if response.status_code != 200:
-            raise PermanentError(f"GET {url}: HTTP {response.status_code}", system=SYSTEM,
-                                 reason=f"http:{response.status_code}")
-        return response.content
+        """A URL chosen by a credential's author, through the bounded fetcher (``None``: 404/410)."""
+        return self.fetcher.get(url)
 
     def get_json(self, url: str) -> Any:
         if self.fetch is not None:
@@ -65,11 +101,38 @@ class ResolverConfig:
         except ValueError:
             raise ResolutionError("invalidDidDocument", f"{url} is not JSON") from None
 
+    def _relay_get(self, url: str) -> bytes | None:
+        """GET from the operator's Pkarr relay (not an author's choice: no address policy, no cache)."""
+        import requests
+
+        try:
+            with requests.get(url, timeout=self.timeout, verify=self._verify(), stream=True) as response:
+                if response.status_code in (404, 410):
+                    return None
+                if response.status_code >= 500 or response.status_code == 429:
+                    raise TransientError(f"GET {url}: HTTP {response.status_code}", system=SYSTEM,
+                                         reason=f"http:{response.status_code}")
+                if response.status_code != 200:
+                    raise PermanentError(f"GET {url}: HTTP {response.status_code}", system=SYSTEM,
+                                         reason=f"http:{response.status_code}")
+                body = bytearray()
+                for chunk in response.iter_content(_RELAY_CHUNK):  # a Pkarr payload is <= 1072 bytes
+                    body += chunk
+                    if len(body) > self.max_bytes:
+                        raise DataError(f"GET {url}: more than {self.max_bytes} bytes", system=SYSTEM,
+                                        reason="fetch:too_large")
+                return bytes(body)
+        except requests.exceptions.SSLError as exc:
+            raise PermanentError(f"TLS verification failed for {url}: {exc}", system=SYSTEM,
+                                 reason="tls") from exc
+        except requests.RequestException as exc:
+            raise TransientError(f"GET {url}: {type(exc).__name__}", system=SYSTEM, reason="network") from exc
+
     def pkarr_get(self, did: str) -> bytes | None:
         if not self.pkarr_url:
             raise PermanentError("did:dht needs a Pkarr relay URL (Connection host / pkarr_url)", system=SYSTEM,
                                  reason="config:pkarr_url")
-        return self.get_bytes(f"{self.pkarr_url.rstrip('/')}/{parse_did(did)[1]}")
+        return self._relay_get(f"{self.pkarr_url.rstrip('/')}/{parse_did(did)[1]}")
 
     def pkarr_put(self, did: str, body: bytes) -> None:
         import requests

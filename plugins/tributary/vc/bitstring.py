@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 
 from tributary.core.errors import DataError, PermanentError
+from tributary.core.fetch import DEFAULT_MAX_DECOMPRESSED_BYTES, inflate
 from tributary.did.encoding import b64url_decode, b64url_encode
 from tributary.vc import SYSTEM
 
@@ -39,9 +40,17 @@ def encode(bits: bytes) -> str:
     return "u" + b64url_encode(gzip.compress(bytes(bits), mtime=0))
 
 
-def decode(encoded: str) -> bytes:
+def decode(encoded: str, max_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES) -> bytes:
+    """The bits of ``encodedList``, inflated in bounded steps: a list that is a gzip bomb stops at
+    ``max_bytes`` with ``DataError('status_list_too_large')``, never one unbounded decompress."""
     try:
         raw = b64url_decode(encoded[1:] if encoded.startswith("u") else encoded)
-        return gzip.decompress(raw)
-    except (ValueError, OSError, EOFError):
+    except ValueError:
+        raise DataError("encodedList is not base64url GZIP", system=SYSTEM, reason="status_list_malformed") from None
+    try:
+        return inflate(raw, max_bytes, system=SYSTEM, what="encodedList", gzip_only=True)
+    except DataError as exc:
+        if exc.reason == "fetch:decompressed_too_large":
+            raise DataError(f"encodedList inflates past {max_bytes} bytes", system=SYSTEM,
+                            reason="status_list_too_large") from None
         raise DataError("encodedList is not base64url GZIP", system=SYSTEM, reason="status_list_malformed") from None

@@ -3,7 +3,9 @@
 ``verify_vc`` runs the checks in this order and raises at the first failure:
 
 1. structure: three base64url parts, header ``typ`` = ``JWT``, ``alg`` and ``kid`` present, a ``vc``
-   object; the JWT claims agree with the credential (iss/issuer, jti/id, sub/subject id) and the
+   object; ``nbf``/``exp``/``iat``, when present, are finite numbers in range (``nbf``/``exp``: a date
+   up to 9999; ``DataError('malformed:<claim>')`` for ``1e20``, ``Infinity``, ``NaN``, a string); the JWT
+   claims agree with the credential (iss/issuer, jti/id, sub/subject id) and the
    credential satisfies the data model -> ``DataError`` (reason ``malformed`` / ``invalid_credential:*``
    / ``claim_mismatch:*``)
 2. validity window: ``nbf``/``issuanceDate`` not in the future -> ``DataError('not_yet_valid')``;
@@ -13,14 +15,20 @@
    (``unknown_issuer`` / ``unknown_key`` / ``key_not_for_assertion`` / ``alg_mismatch``)
 4. signature over ``header.payload`` -> ``SecurityError('bad_signature')`` (also: tampered payload)
 5. status: each ``credentialStatus`` entry's list credential is fetched, verified (same issuer) and
-   its bit read -> ``SecurityError('revoked')`` / ``SecurityError('suspended')``
+   its bit read -> ``SecurityError('revoked')`` / ``SecurityError('suspended')``; a bitstring that
+   inflates past the config's ``max_decompressed_bytes`` -> ``DataError('status_list_too_large')``
 
-A resolver or status server that cannot be reached raises ``TransientError`` (retry later).
+did:web documents and status lists are fetched through the config's bounded fetcher
+(``tributary.core.fetch``): a refused scheme, address or redirect is a ``SecurityError('fetch:*')``,
+an answer over a size cap a ``DataError('fetch:too_large' / 'fetch:decompressed_too_large')``.
+A resolver or status server that cannot be reached, or misses the total deadline, raises
+``TransientError`` (retry later).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +41,9 @@ from tributary.vc import SYSTEM, bitstring, jws
 from tributary.vc.credential import format_datetime, issuer_id, parse_datetime, subject_id, validate
 
 CLOCK_SKEW = 60  # seconds of tolerance on nbf / exp
+TIME_CLAIMS = ("nbf", "exp", "iat")
+MAX_EPOCH = 253_402_300_799  # 9999-12-31T23:59:59Z: the last second a datetime (and a credential date) holds
+MAX_IAT = 2**53 - 1
 
 
 @dataclass
@@ -97,6 +108,25 @@ def issue_vc(issuer: PortableDid, credential: dict[str, Any], kid: str | None = 
     return jws.sign(header, claims, private)
 
 
+def check_time_claims(claims: Mapping[str, Any]) -> None:
+    """``nbf``/``exp``/``iat`` are NumericDates (RFC 7519): numbers of seconds. ``nbf`` and ``exp`` bound
+    the validity window, so they must be dates a datetime holds (0 .. :data:`MAX_EPOCH`); ``iat`` is only
+    informative and may be any finite number up to 2^53 (I-JSON's exact range: the Web5 reference
+    implementation writes milliseconds there). Anything else would later overflow a date conversion
+    (``1e20``, ``Infinity``) or compare false with everything and so pass the window (``NaN``)."""
+    for name in TIME_CLAIMS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise DataError(f"JWT claim {name} is not a number ({type(value).__name__})", system=SYSTEM,
+                            reason=f"malformed:{name}")
+        highest = MAX_IAT if name == "iat" else MAX_EPOCH
+        if not 0 <= value <= highest:  # also false for NaN; ints of any size compare exactly
+            raise DataError(f"JWT claim {name} = {value!r:.40} is out of range (0 .. {highest})", system=SYSTEM,
+                            reason=f"malformed:{name}")
+
+
 def _mismatch(claim: str) -> DataError:
     return DataError(f"JWT claim {claim} disagrees with the credential", system=SYSTEM,
                      reason=f"claim_mismatch:{claim}")
@@ -114,6 +144,7 @@ def _decode(token: str) -> tuple[jws.Jws, dict[str, Any]]:
     vc = claims.get("vc")
     if not isinstance(vc, dict):
         raise DataError("JWT without a vc claim object", system=SYSTEM, reason="malformed:vc")
+    check_time_claims(claims)
     vc = dict(vc)
     # The JWT registered claims stand for credential members (VC-JWT 1.1 section 6.3.1); both present must agree.
     # The credential must name its issuer itself (a bare iss claim is not enough, as in the Web5 vectors).
@@ -181,6 +212,8 @@ def _issuer_key(kid: str, issuer: str, alg: str, config: ResolverConfig) -> keys
 def _check_status(vc: dict[str, Any], config: ResolverConfig, now: float, checked: list[str]) -> None:
     entries = vc.get("credentialStatus")
     for entry in (entries if isinstance(entries, list) else [entries] if entries else []):
+        if not isinstance(entry, dict):
+            raise DataError("a credentialStatus entry is not an object", system=SYSTEM, reason="status_unsupported")
         if entry.get("type") not in bitstring.ENTRY_TYPES:
             raise DataError(f"unsupported credentialStatus type {entry.get('type')!r}", system=SYSTEM,
                             reason="status_unsupported")
@@ -189,18 +222,29 @@ def _check_status(vc: dict[str, Any], config: ResolverConfig, now: float, checke
             index = int(entry.get("statusListIndex"))
         except (TypeError, ValueError):
             raise DataError("statusListIndex is not an integer", system=SYSTEM, reason="status_index") from None
-        body = config.get_bytes(url) if isinstance(url, str) and url.startswith("https://") else None
+        # the fetcher refuses what the author may not make us fetch (scheme, address, redirect, size)
+        body = config.get_bytes(url) if isinstance(url, str) else None
         if body is None:
             raise SecurityError(f"status list {url} is not available", system=SYSTEM, reason="status_unavailable")
-        listing = verify_vc(body.decode().strip(), config=config, now=now, check_status=False)
+        try:
+            text = body.decode().strip()
+        except UnicodeDecodeError:
+            raise DataError(f"status list {url} is not a VC-JWT", system=SYSTEM, reason="malformed") from None
+        listing = verify_vc(text, config=config, now=now, check_status=False)
         if listing.issuer != issuer_id(vc):
             raise SecurityError("the status list was issued by another DID", system=SYSTEM,
                                 reason="status_issuer_mismatch")
         subject = listing.vc.get("credentialSubject") or {}
+        if not isinstance(subject, dict):
+            raise DataError("the status list's credentialSubject is not an object", system=SYSTEM,
+                            reason="status_list_malformed")
         purpose = entry.get("statusPurpose", "revocation")
         if subject.get("statusPurpose", purpose) != purpose:
             raise DataError("status list purpose differs from the entry's", system=SYSTEM, reason="status_purpose")
-        if bitstring.get_bit(bitstring.decode(subject.get("encodedList", "")), index):
+        encoded = subject.get("encodedList", "")
+        if not isinstance(encoded, str):
+            raise DataError("encodedList is not a string", system=SYSTEM, reason="status_list_malformed")
+        if bitstring.get_bit(bitstring.decode(encoded, max_bytes=config.max_decompressed_bytes), index):
             raise SecurityError(f"the credential is {'revoked' if purpose == 'revocation' else purpose}",
                                 system=SYSTEM, reason="revoked" if purpose == "revocation" else "suspended")
         checked.append(f"status:{purpose}")
