@@ -51,7 +51,8 @@ DID_PATTERN = r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$"
     default_args=default_args(SYSTEM, retries=3, retry_delay=timedelta(seconds=5),
                               max_retry_delay=timedelta(minutes=2), execution_timeout=timedelta(minutes=5)),
     params={
-        "request_id": Param(None, type=["null", "string"], pattern=REQUEST_ID_PATTERN,
+        # Required (no default): the idempotency key of the request; the form asks for it, REST gets a 400.
+        "request_id": Param(type="string", pattern=REQUEST_ID_PATTERN,
                             description="Idempotency key of the request (required; letters, digits, . _ -)."),
         "method": Param("dht", type="string", enum=["key", "jwk", "web", "dht"],
                         description="DID method of the subject DID."),

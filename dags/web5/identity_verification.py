@@ -48,7 +48,9 @@ DID_PATTERN = r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$"
     default_args=default_args(SYSTEM, retries=3, retry_delay=timedelta(seconds=5),
                               max_retry_delay=timedelta(minutes=1), execution_timeout=timedelta(minutes=5)),
     params={
-        "credential": Param(None, type=["null", "string"], pattern=JWT_PATTERN, maxLength=65536,
+        # Required (no default): without a credential there is nothing to verify, so the Trigger form
+        # asks for it and a REST trigger without it is refused with a 400 before a run exists.
+        "credential": Param(type="string", pattern=JWT_PATTERN, maxLength=65536,
                             description="The presented credential as a VC-JWT (three base64url parts). Required."),
         "expected_subject": Param(None, type=["null", "string"], pattern=DID_PATTERN,
                                   description="When set, credentialSubject.id must be this DID."),

@@ -44,7 +44,9 @@ def test_every_param_is_typed(dagbag) -> None:
     for dag_id, dag in dagbag.dags.items():
         for name in dag.params:
             assert "type" in dag.params.get_param(name).schema, f"{dag_id}: param {name} has no type"
-        dag.params.validate()  # every default satisfies its own schema
+        for name in dag.params:  # every default satisfies its own schema (a required param has none)
+            if dag.params.get_param(name).has_value or dag.params.get_param(name).value is None:
+                dag.params.get_param(name).resolve()
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: str(p.relative_to(ROOT)))
