@@ -304,6 +304,25 @@ def test_a_one_byte_per_second_answer_hits_the_total_deadline(servers: tuple[Ser
     print(f"1 byte/s answer stopped after {elapsed:.2f} s (deadline {DEADLINE} s)")
 
 
+def test_headers_sent_one_byte_per_second_hit_the_total_deadline(servers: tuple[Server, Server],
+                                                                 tls: dict[str, Path]) -> None:
+    a, _ = servers
+    _, token = web_token(a, "slow-headers")
+
+    def route(handler: BaseHTTPRequestHandler) -> None:
+        for byte in b"HTTP/1.1 200 OK\r\nX-Padding: " + b"x" * 60:
+            handler.wfile.write(bytes([byte]))
+            handler.wfile.flush()
+            time.sleep(1)
+
+    a.routes["/slow-headers/did.json"] = route
+    started = time.monotonic()
+    with pytest.raises(TransientError) as failure:
+        verify_vc(token, config=config(tls))
+    assert failure.value.reason == "fetch:deadline"
+    assert time.monotonic() - started < DEADLINE + MARGIN
+
+
 def test_a_ten_megabyte_document_is_refused(servers: tuple[Server, Server], tls: dict[str, Path]) -> None:
     a, _ = servers
     issuer, token = web_token(a, "big")
