@@ -36,7 +36,7 @@ from tributary.core.params import conn_id_param
 from tributary.did import SYSTEM
 from tributary.dwn import SYSTEM as DWN_SYSTEM
 
-REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # = tributary.did.issuance.REQUEST_ID_PATTERN
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # = tributary.vc.issuance.REQUEST_ID_PATTERN
 DID_PATTERN = r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$"
 
 
@@ -77,7 +77,7 @@ def did_issuance():
     @task
     @classified(SYSTEM)
     def create_subject(params: dict | None = None) -> dict:
-        from tributary.did.issuance import session
+        from tributary.vc.issuance import session
 
         with session(params) as issuance:
             return issuance.create_subject()
@@ -85,7 +85,7 @@ def did_issuance():
     @task
     @classified(SYSTEM)
     def resolve_issuer(subject: dict, params: dict | None = None) -> str:
-        from tributary.did.issuance import session
+        from tributary.vc.issuance import session
 
         with session(params) as issuance:
             return issuance.ensure_issuer()
@@ -93,7 +93,7 @@ def did_issuance():
     @task
     @classified(SYSTEM)
     def publish_subject(issuer: str, params: dict | None = None) -> dict:
-        from tributary.did.issuance import session
+        from tributary.vc.issuance import session
 
         with session(params) as issuance:
             return issuance.publish_subject()
@@ -101,7 +101,7 @@ def did_issuance():
     @task
     @classified(SYSTEM)
     def issue_credential(subject: dict, params: dict | None = None) -> str | None:
-        from tributary.did.issuance import session
+        from tributary.vc.issuance import session
 
         with session(params) as issuance:
             return issuance.issue_credential()
@@ -109,7 +109,7 @@ def did_issuance():
     @task
     @classified(DWN_SYSTEM)
     def store_in_dwn(token: str | None, params: dict | None = None) -> dict:
-        from tributary.did.issuance import session
+        from tributary.vc.issuance import session
 
         with session(params) as issuance:
             return issuance.store_in_dwn(token)
@@ -117,7 +117,7 @@ def did_issuance():
     @task
     @classified(SYSTEM)
     def record_request(records: dict, params: dict | None = None) -> dict:
-        from tributary.did.issuance import session
+        from tributary.vc.issuance import session
 
         with session(params) as issuance:
             return issuance.complete()

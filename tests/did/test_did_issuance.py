@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tributary.core.errors import PermanentError
-from tributary.did.issuance import (
+from tributary.vc.issuance import (
     CREDENTIAL_PATH,
     DID_DOCUMENT_PATH,
     PROTOCOL,

@@ -20,7 +20,7 @@ import pytest
 from tributary.core.errors import PermanentError, SecurityError
 from tributary.did.document import PortableDid, signing_document, verification_method
 from tributary.did.hook import DidHook
-from tributary.did.issuance import Issuance, IssuanceRequest, WebRoot
+from tributary.vc.issuance import Issuance, IssuanceRequest, WebRoot
 from tributary.did.keys import generate
 from tributary.did.keystore import KeyStore
 from tributary.did.resolver import ResolverConfig, create_did
