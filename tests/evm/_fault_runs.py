@@ -42,6 +42,7 @@ class FaultProxy:
         self.upstream = upstream
         self._lock = threading.Lock()
         self.drop_sends = 0          # next N eth_sendRawTransaction: forward, then reset (no answer)
+        self.lose_sends = 0          # next N eth_sendRawTransaction: reset without forwarding
         self.null_until = 0.0        # time.monotonic() before which tx lookups answer null
         self.dropped = 0
         self.nulled = 0
@@ -60,6 +61,11 @@ class FaultProxy:
                 methods = [c.get("method") for c in batch]
                 drop = False
                 with proxy._lock:
+                    if "eth_sendRawTransaction" in methods and proxy.lose_sends > 0:
+                        proxy.lose_sends -= 1
+                        self.close_connection = True
+                        self.connection.close()
+                        return
                     if "eth_sendRawTransaction" in methods and proxy.drop_sends > 0:
                         proxy.drop_sends -= 1
                         proxy.dropped += 1
@@ -102,7 +108,7 @@ class FaultProxy:
 
     def reset(self) -> None:
         with self._lock:
-            self.drop_sends = 0
+            self.drop_sends = self.lose_sends = 0
             self.null_until = 0.0
 
     def stop(self) -> None:
@@ -126,10 +132,13 @@ class Figure:
     scenarios: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    fenced: int = 0       # keys whose row was taken over or re-signed (generation > 1)
+    resigned: int = 0     # keys with a superseded signature (nonce proven used by another transaction)
 
     def line(self) -> str:
         return (f"{self.runs} fault runs, {self.keys} keys, {self.mined} mined, {self.duplicates} duplicates, "
                 f"ledger {'==' if self.ledger_matches_chain else '!='} chain ({self.seconds:.1f} s;"
+                f" {self.fenced} keys with a newer generation, {self.resigned} re-signed;"
                 f" {', '.join(f'{k} {v}' for k, v in sorted(self.scenarios.items()))})")
 
 
@@ -268,7 +277,9 @@ def run_campaign(*, faulty_conn: str, clean_conn: str, runs: int, seed: int,
     return Figure(runs=runs, keys=len(keys), mined=sum(len(on_chain.get(k, [])) for k in keys),
                   duplicates=sum(max(0, len(on_chain.get(k, [])) - 1) for k in keys),
                   ledger_matches_chain=not problems, scenarios=scenarios, problems=problems,
-                  seconds=time.monotonic() - started)
+                  seconds=time.monotonic() - started,
+                  fenced=sum(1 for k in keys if (ledger[k].get("generation") or 1) > 1),
+                  resigned=sum(1 for k in keys if ledger[k].get("superseded_tx_hashes")))
 
 
 def _lock_takeover(first: Any, second: Any, key: str, request: Callable[[str], Any], takeover: float,

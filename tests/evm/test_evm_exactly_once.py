@@ -26,7 +26,8 @@ def faulty(evm_env, anvil):
     """``tributary_evm_faulty`` (a fresh funded account through a FaultProxy), ``tributary_evm_clean``."""
     key = _fault_runs.fresh_account(anvil.url)
     name, value, proxy = _fault_runs.proxy_env("tributary_evm_faulty", anvil.url, key)
-    env = {name: value, "AIRFLOW_CONN_TRIBUTARY_EVM_CLEAN": _fault_runs.conn_json(anvil.url, key)}
+    env = {name: value, "AIRFLOW_CONN_TRIBUTARY_EVM_CLEAN": _fault_runs.conn_json(anvil.url, key),
+           "TRIBUTARY_FAULTS_KEY": key}
     os.environ.update(env)
     yield proxy
     for k in env:
@@ -86,6 +87,52 @@ def test_a_superseded_attempt_stops_before_it_signs(faulty) -> None:
     assert len(sent) == 1 and sent[0]["hash"] == row["tx_hash"]
     for s in (first, second, clean):
         s.nonces.close()
+
+
+def test_a_dropped_transaction_that_was_mined_is_not_signed_again(faulty) -> None:
+    """The trigger reports the transaction dropped (the node answers null); the re-broadcast meets
+    "nonce too low" while lookups still answer null: the chain shows it is ours, no new signature."""
+    from tributary.evm import execution
+
+    sender = _sender()
+    key = f"once:{uuid.uuid4().hex}"
+    row = sender.submit(_transfer(key))
+    faulty.null_lookups(5.0)
+    again = execution.rebroadcast_dropped(sender, sender.ledger.get(31337, key))
+    faulty.reset()
+    assert (again["tx_hash"], again["nonce"], again["superseded_tx_hashes"]) == (row["tx_hash"], row["nonce"], [])
+    assert len(_sent_by(sender, key)) == 1
+    sender.nonces.close()
+
+
+def test_a_signed_transaction_is_signed_again_only_once_its_nonce_is_used_by_another(faulty, anvil) -> None:
+    from eth_account import Account
+
+    from tributary.core.errors import TransientError
+    from tributary.evm.transactions import SEND_ATTEMPTS
+
+    sender = _sender()
+    key = f"once:{uuid.uuid4().hex}"
+    faulty.lose_sends = SEND_ATTEMPTS  # the bytes never reach the node, the hook cannot know it
+    with pytest.raises(TransientError):
+        sender.submit(_transfer(key))
+    faulty.reset()
+    signed = sender.ledger.get(31337, key)
+    assert signed["status"] == "signed"
+    # Another wallet with the same key takes the nonce (and it is mined, 1 confirmation deep).
+    account = Account.from_key(os.environ["TRIBUTARY_FAULTS_KEY"])
+    fees = sender.hook.fees()
+    other = account.sign_transaction({"type": 2, "chainId": 31337, "nonce": signed["nonce"], "gas": 21000,
+                                      "maxFeePerGas": fees.max_fee_per_gas,
+                                      "maxPriorityFeePerGas": fees.max_priority_fee_per_gas, "to": SINK,
+                                      "value": 2, "data": b""})
+    sender.hook.rpc("eth_sendRawTransaction", ["0x" + other.raw_transaction.hex()])
+    row = sender.submit(_transfer(key))
+    assert row["status"] == "sent" and row["nonce"] == signed["nonce"] + 1
+    assert row["superseded_tx_hashes"] == [signed["tx_hash"]] and row["generation"] == signed["generation"] + 1
+    assert [tx["hash"] for tx in _sent_by(sender, key)] == [row["tx_hash"]]
+    sender.wait(row)
+    sender.nonces.close()
 
 
 def _sent_by(sender, key: str) -> list[dict]:

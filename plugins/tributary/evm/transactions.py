@@ -426,9 +426,11 @@ class TransactionSender:
         return self._sign_and_send(chain_id, row["from_address"], request, generation, row["gas_limit"])
 
     def _data_of(self, row: dict[str, Any]) -> str:
+        """The calldata of the signed transaction (to sign the same request again)."""
         from eth_account.typed_transactions import TypedTransaction
+        from hexbytes import HexBytes
 
-        tx = TypedTransaction.from_bytes(bytes.fromhex(row["raw_tx"][2:])).as_dict()
+        tx = TypedTransaction.from_bytes(HexBytes(row["raw_tx"])).as_dict()
         data = tx.get("data", b"")
         return "0x" + (data.hex() if isinstance(data, bytes | bytearray) else str(data).removeprefix("0x"))
 
