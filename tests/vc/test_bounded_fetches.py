@@ -278,6 +278,35 @@ def test_a_name_that_resolves_to_a_private_or_link_local_address_is_refused_befo
     assert loopback_only == []
 
 
+def test_a_name_is_resolved_once_and_the_connection_goes_to_the_checked_address(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loopback_only: list[Any]) -> None:
+    """DNS rebinding: the first answer (allow-listed loopback) is checked and used; later answers for
+    the same name (link-local) are never asked for, and nothing connects to them."""
+    rebind_tls = make_tls(tmp_path / "rebind", hosts=("rebind.test", "127.0.0.1"))
+    server = Server(rebind_tls)
+    try:
+        portable = didweb.create(f"rebind.test:{server.port}", "moved")
+        server.routes["/moved/did.json"] = redirect(f"https://rebind.test:{server.port}/final/did.json")
+        server.routes["/final/did.json"] = send(json.dumps(portable.document).encode())
+        real = socket.getaddrinfo
+        lookups: list[str] = []
+
+        def getaddrinfo(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+            if host != "rebind.test":
+                return real(host, port, *args, **kwargs)
+            lookups.append(host)
+            ip = "127.0.0.1" if len(lookups) == 1 else "169.254.169.254"
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))]
+
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+        result = resolve(portable.uri, config(rebind_tls))
+        assert result["didDocument"] == portable.document
+        assert lookups == ["rebind.test"] and server.requests == ["/moved/did.json", "/final/did.json"]
+    finally:
+        server.stop()
+    assert loopback_only == []
+
+
 def test_a_plain_http_status_list_is_refused_unless_loopback_http_is_allowed(
         servers: tuple[Server, Server], tls: dict[str, Path]) -> None:
     issuer = create_did("key")
