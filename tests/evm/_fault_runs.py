@@ -283,9 +283,9 @@ def run_campaign(*, faulty_conn: str, clean_conn: str, runs: int, seed: int,
 
 
 def _lock_takeover(first: Any, second: Any, key: str, request: Callable[[str], Any], takeover: float,
-                   proxy: FaultProxy, rng: random.Random) -> None:
+                   proxy: FaultProxy, rng: random.Random) -> list[Any]:
     """Hold the sender's nonce row locked while attempt 1 waits on it past the takeover timeout,
-    start attempt 2 (it takes the stale ``preparing`` row over), then let both go."""
+    start attempt 2 (it takes the stale ``preparing`` row over), then let both go. The outcomes."""
     from tributary.core.errors import TributaryError
     from tributary.storage.warehouse import WarehouseHook
 
@@ -307,6 +307,13 @@ def _lock_takeover(first: Any, second: Any, key: str, request: Callable[[str], A
             cur.execute("SELECT 1 FROM evm_nonces WHERE chain_id = 31337 AND address = %s FOR UPDATE", (address,))
         a = threading.Thread(target=go, args=(first,))
         a.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # attempt 1 has claimed the key (then waits on the lock)
+            with blocker.cursor() as cur:  # READ COMMITTED: each statement sees the latest commits
+                cur.execute("SELECT 1 FROM evm_transactions WHERE idempotency_key = %s", (key,))
+                if cur.fetchone():
+                    break
+            time.sleep(0.01)
         time.sleep(takeover + 0.15)  # attempt 1's 'preparing' row is now stale
         b = threading.Thread(target=go, args=(second,))
         b.start()
@@ -318,6 +325,7 @@ def _lock_takeover(first: Any, second: Any, key: str, request: Callable[[str], A
         blocker.close()
     a.join(30)
     b.join(30)
+    return outcomes  # rows or the errors the two attempts ended with
 
 
 # conn_id -> its proxy (set by proxy_env)

@@ -77,7 +77,11 @@ def test_a_superseded_attempt_stops_before_it_signs(faulty) -> None:
     first, second = _sender(), _sender()
     key = f"once:{uuid.uuid4().hex}"
     faulty.reset()
-    _fault_runs._lock_takeover(first, second, key, _transfer, 0.6, faulty, random.Random(1))
+    from tributary.evm.transactions import Superseded
+
+    outcomes = _fault_runs._lock_takeover(first, second, key, _transfer, 0.6, faulty, random.Random(1))
+    assert sorted(type(o).__name__ for o in outcomes) == ["Superseded", "dict"], outcomes
+    assert isinstance(next(o for o in outcomes if not isinstance(o, dict)), Superseded)
     faulty.reset()
     clean = _sender("tributary_evm_clean")
     row = clean.submit(_transfer(key))

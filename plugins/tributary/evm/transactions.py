@@ -85,18 +85,24 @@ class Ledger:
         self.conn.commit()
         return row_to_dict(row) if row else None
 
-    def update(self, chain_id: int, key: str, **values: Any) -> None:
+    def update(self, chain_id: int, key: str, *, of_tx: str | None = None, **values: Any) -> bool:
+        """Unconditional by key, or only while the row holds transaction ``of_tx``; False if no row changed."""
         sets = ", ".join(f"{k} = %s" for k in values)
+        where = " WHERE chain_id = %s AND idempotency_key = %s" + (" AND tx_hash = %s" if of_tx else "")
         with self.conn.cursor() as cur:
-            cur.execute(f"UPDATE evm_transactions SET {sets}, updated_at = now()"
-                        " WHERE chain_id = %s AND idempotency_key = %s", (*values.values(), chain_id, key))
+            cur.execute(f"UPDATE evm_transactions SET {sets}, updated_at = now(){where}",
+                        (*values.values(), chain_id, key, *([of_tx] if of_tx else [])))
+            changed = cur.rowcount == 1
         self.conn.commit()
+        return changed
 
     def record_receipt(self, chain_id: int, key: str, receipt: dict[str, Any], *, confirmations: int,
                        final: bool) -> dict[str, Any]:
         ok = int(receipt["status"], 16) == 1
         status = ("confirmed" if ok else "failed") if final else "mined"
-        self.update(chain_id, key, status=status, block_number=int(receipt["blockNumber"], 16),
+        # Only onto the row that still holds this transaction (a re-signed row has another hash).
+        self.update(chain_id, key, of_tx=receipt.get("transactionHash"), status=status,
+                    block_number=int(receipt["blockNumber"], 16),
                     block_hash=receipt["blockHash"], gas_used=int(receipt["gasUsed"], 16),
                     effective_gas_price=int(receipt.get("effectiveGasPrice") or "0x0", 16),
                     receipt_status=1 if ok else 0, contract_address=receipt.get("contractAddress"),
@@ -192,7 +198,7 @@ class TransactionSender:
 
     # ----------------------------------------------------------------- fenced writes
     def _fenced(self, cur: Any, chain_id: int, key: str, generation: int, *, statuses: tuple[str, ...],
-                of_tx: str | None = None, bump: bool = False, **values: Any) -> bool:
+                of_tx: str | None = None, bump: bool = False, first_send: bool = False, **values: Any) -> bool:
         """UPDATE the row only if it still belongs to ``generation`` (and is in ``statuses``, with
         transaction ``of_tx``): False when another attempt has it now."""
         sets = [f"{k} = %s" for k in values] + ["updated_at = now()"]
@@ -203,6 +209,8 @@ class TransactionSender:
         if of_tx is not None:
             where += " AND tx_hash = %s"
             params.append(of_tx)
+        if first_send:  # nobody else has started a send of these bytes
+            where += " AND broadcasts = 1"
         cur.execute(f"UPDATE evm_transactions SET {', '.join(sets)} WHERE {where}", params)
         return cur.rowcount == 1
 
@@ -270,7 +278,8 @@ class TransactionSender:
                 conn = self.nonces.conn
                 try:
                     with conn.cursor() as cur:
-                        owned = self._fenced(cur, chain_id, key, generation, statuses=("preparing",), bump=True,
+                        # broadcasts counts the sends of this signature, started ones included
+                        owned = self._fenced(cur, chain_id, key, generation, statuses=("preparing",), broadcasts=1,
                                              nonce=lease.nonce, tx_hash=txid, raw_tx=raw, gas_limit=gas_limit,
                                              max_fee_per_gas=fees.max_fee_per_gas,
                                              max_priority_fee_per_gas=fees.max_priority_fee_per_gas,
@@ -323,9 +332,10 @@ class TransactionSender:
             except Exception as exc:
                 if first and attempt == 0 and getattr(exc, "node_answered", False) \
                         and self._write(chain_id, key, generation, statuses=("signed",), of_tx=txid,
-                                        status="rejected", error=str(exc)[:500]):
-                    # The node refused the bytes with an answer, before anyone else sent them
-                    # (the write above is fenced): they never reached a chain, the nonce is free.
+                                        first_send=True, status="rejected", error=str(exc)[:500]):
+                    # The node refused the bytes with an answer, and no other attempt has started
+                    # sending them (the write above is fenced on broadcasts = 1): they never reached
+                    # a chain, the nonce is free.
                     self.nonces.release_nonce(chain_id, sender, nonce)
                     raise
                 try:  # a positive lookup is proof the node has it; null proves nothing
