@@ -13,9 +13,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,6 +92,33 @@ def _dag_ids(deployment: Deployment) -> set[str]:
     return {d["dag_id"] for d in answer.json()["dags"]} if answer.status_code == 200 else set()
 
 
+def _patient(call: Callable[[], Any], attempts: int = 8) -> Any:
+    """Retry a REST call answered 5xx: the SQLite metadata DB answers "database is locked" (500) during
+    a burst of writes (a dozen triggers and task starts at once). Triggers carry a run id, so a retry
+    after a lost answer gets a 409, never a second run."""
+    for _ in range(attempts - 1):
+        response = call()
+        if response.status_code < 500:
+            return response
+        time.sleep(5)
+    return call()
+
+
+def _wait(ops: AirflowApiClient, dag_id: str, run_id: str, timeout: float = 900) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = ops.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        if response.status_code == 200 and response.json()["state"] in ("success", "failed"):
+            return str(response.json()["state"])
+        time.sleep(3)
+    return "timed out"
+
+
+def _set_paused(ops: AirflowApiClient, dag_id: str, paused: bool) -> None:
+    response = _patient(lambda: ops.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": paused}))
+    assert response.status_code == 200, response.text
+
+
 def run_every_dag(deployment: Deployment) -> dict[str, str]:
     """Trigger every DAG once with ``conf={}``, wave after wave; returns each one's outcome (the run's
     final state, or the HTTP status of a refused trigger)."""
@@ -101,16 +130,17 @@ def run_every_dag(deployment: Deployment) -> dict[str, str]:
     for wave in WAVES:
         started: dict[str, str] = {}
         for dag_id in wave:
-            response = ops.trigger(dag_id, {})
-            if dag_id in NEEDS_A_REQUEST or response.status_code != 200:
+            run_id = f"fresh__{dag_id}"
+            response = _patient(lambda d=dag_id, r=run_id: ops.trigger(d, {}, run_id=r))
+            if dag_id in NEEDS_A_REQUEST or response.status_code not in (200, 409):
                 outcomes[dag_id] = str(response.status_code)
                 continue
-            started[dag_id] = response.json()["dag_run_id"]
-            ops.unpause(dag_id)
+            started[dag_id] = run_id
+            _set_paused(ops, dag_id, False)
         for dag_id, run_id in started.items():
-            outcomes[dag_id] = ops.wait_for_run(dag_id, run_id, timeout=900, poll=2)
+            outcomes[dag_id] = _wait(ops, dag_id, run_id)
             # Paused again at once: scheduled, continuous and asset-triggered runs are not this test's.
-            ops.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": True})
+            _set_paused(ops, dag_id, True)
     return outcomes
 
 
