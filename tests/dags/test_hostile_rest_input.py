@@ -150,6 +150,38 @@ def test_valid_confs_pass_and_never_end_in_an_unclassified_error(dag_id: str, se
     check()
 
 
+NON_FINITE = st.sampled_from([math.nan, math.inf, -math.inf])
+
+
+@pytest.mark.parametrize("dag_id", list(DAGS))
+def test_non_finite_numbers_are_refused_before_any_side_effect(dag_id: str, served: dict[str, Any]) -> None:
+    """``NaN`` passes every minimum/maximum of a JSON schema and the REST API reads it from JSON, so the
+    run may exist: its first task must refuse it (data error, no retry) before it does anything."""
+    from airflow.exceptions import ParamValidationError
+
+    from tributary.core.conn_policy import check_run_connections
+    from tributary.core.failfast import ClassifiedFailure
+
+    dag, schema = DAGS[dag_id], _schema(DAGS[dag_id])
+    numeric = [n for n, p in schema["properties"].items() if "number" in str(p.get("type"))]
+    if not numeric:
+        pytest.skip("no number param")
+
+    @SETTINGS
+    @given(base=from_schema(schema), name=st.sampled_from(numeric), value=NON_FINITE)
+    def check(base: dict[str, Any], name: str, value: float) -> None:
+        conf = {**json.loads(json.dumps(base)), name: value}
+        _count(dag_id, "invalid")
+        try:
+            _rest_validate(served[dag_id], conf)
+        except ParamValidationError:
+            return  # refused with a 400 (e.g. infinity above a maximum)
+        with pytest.raises(ClassifiedFailure, match=r"\[data\].*finite"):
+            check_run_connections({"dag": dag, "params": _worker_validate(dag, conf)})
+
+    check()
+
+
 @pytest.mark.parametrize("dag_id", list(DAGS))
 def test_invalid_confs_are_refused_before_a_run_exists(dag_id: str, served: dict[str, Any]) -> None:
     from airflow.exceptions import ParamValidationError

@@ -18,10 +18,11 @@ is a :class:`~tributary.core.errors.SecurityError`, failed without retry.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from tributary.core.errors import SecurityError
+from tributary.core.errors import DataError, SecurityError
 from tributary.core.params import CONNECTION_MARKER
 
 ALLOWED_CONNECTIONS_VARIABLE = "tributary_allowed_connections"
@@ -109,14 +110,31 @@ def check_params(dag_id: str, dag_params: Any, values: Mapping[str, Any]) -> Non
             allowed_conn_id(dag_id, chosen, default=default)
 
 
+def check_finite(value: Any, path: str = "params") -> None:
+    """:class:`DataError` for a NaN or an infinity anywhere in ``value``. The REST API parses ``conf``
+    with Python's ``json`` (which reads ``NaN`` and ``Infinity``) and JSON schema lets NaN through every
+    ``minimum``/``maximum`` (each comparison with NaN is false), so a schema alone cannot refuse it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DataError(f"{path} is {value!r}: numbers must be finite", system=SYSTEM, reason="params:non_finite")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            check_finite(item, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            check_finite(item, f"{path}[{index}]")
+
+
 def check_run_connections(context: Mapping[str, Any]) -> None:
-    """A task's ``pre_execute``: refuse the run when a param chooses a Connection the DAG may not use."""
+    """A task's ``pre_execute``: refuse the run when a param chooses a Connection the DAG may not use,
+    or carries a non-finite number, before the task does anything."""
     from tributary.core.failfast import raise_classified
 
     dag = context.get("dag")
     if dag is None:
         return
+    params = context.get("params") or {}
     try:
-        check_params(dag.dag_id, dag.params, context.get("params") or {})
-    except SecurityError as exc:
+        check_finite(dict(params))
+        check_params(dag.dag_id, dag.params, params)
+    except (SecurityError, DataError) as exc:
         raise_classified(exc, SYSTEM)
