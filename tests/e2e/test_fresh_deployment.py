@@ -41,7 +41,7 @@ WAVES: tuple[tuple[str, ...], ...] = (
 )
 # DAGs that cannot do anything useful without a request: the param is required, so the UI form asks
 # for it and a REST trigger without it is refused with a 400 before any run exists.
-NEEDS_A_REQUEST = {"identity_verification": "credential"}
+NEEDS_A_REQUEST = {"identity_verification": "credential", "did_issuance": "request_id"}
 # Anything else ends in success, except the alert drill: its default is a permanent failure, on purpose.
 EXPECTED_STATE = {"platform_alert_drill": "failed"}
 
