@@ -8,9 +8,14 @@ The ledger ``evm_transactions`` holds one row per (chain_id, idempotency_key):
     mined -> sent                      (its block was reorged away: awaiting inclusion again)
 
 A retried task finds its row: ``sent``/``mined``/``confirmed``/``failed`` are returned as they are
-(never a second signature); ``signed`` (the process died between signing and the node's answer) is
-re-broadcast as the same raw bytes. Gas is estimated *before* a nonce is leased, so a call that
-would revert consumes no nonce.
+(never a second signature); ``signed`` (the process died, or the node's answer was lost, between
+signing and the node's answer) is re-broadcast as the same raw bytes. Gas is estimated *before* a
+nonce is leased, so a call that would revert consumes no nonce.
+
+Exactly once under faults (docs/evm.md "Exactly once"): a lost or ambiguous answer never releases
+the nonce; a key is signed again only once the chain shows its nonce used by another transaction
+at the Connection's confirmation depth (:meth:`TransactionSender.nonce_fate`); ``generation`` fences
+an attempt whose stale ``preparing`` row was taken over, before it signs or sends.
 """
 
 from __future__ import annotations
