@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from tributary.core.errors import PermanentError
+from tributary.did.keystore import KeyStore
+from tributary.did.resolver import ResolverConfig, create_did, resolve_document
 from tributary.vc.issuance import (
     CREDENTIAL_PATH,
     DID_DOCUMENT_PATH,
@@ -22,8 +24,6 @@ from tributary.vc.issuance import (
     IssuanceRequest,
     WebRoot,
 )
-from tributary.did.keystore import KeyStore
-from tributary.did.resolver import ResolverConfig, create_did, resolve_document
 from tributary.vc.vcjwt import verify_vc
 
 ROOT = Path(__file__).resolve().parents[2]

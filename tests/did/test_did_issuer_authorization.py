@@ -20,11 +20,11 @@ import pytest
 from tributary.core.errors import PermanentError, SecurityError
 from tributary.did.document import PortableDid, signing_document, verification_method
 from tributary.did.hook import DidHook
-from tributary.vc.issuance import Issuance, IssuanceRequest, WebRoot
 from tributary.did.keys import generate
 from tributary.did.keystore import KeyStore
 from tributary.did.resolver import ResolverConfig, create_did
 from tributary.vc import jws
+from tributary.vc.issuance import Issuance, IssuanceRequest, WebRoot
 
 KEK = "issuer authorization test kek 0123"
 
