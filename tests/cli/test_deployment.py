@@ -5,7 +5,6 @@ another deployment (another home, or the same path re-created) unless told to re
 from __future__ import annotations
 
 import json
-import logging
 import stat
 import uuid
 from collections.abc import Iterator
@@ -182,15 +181,16 @@ def _run(home: Path, *extra: str) -> int:
 @pytest.mark.postgres
 def test_the_run_command_refuses_a_second_home_on_the_same_database_before_setting_anything_up(
         database: WarehouseLocation, tmp_path: Path, no_processes: list[list[str]],
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("TRIBUTARY_WAREHOUSE_DB", database.database)
     assert _run(tmp_path / "first") == 0
     assert [c[:3] for c in no_processes][:1] == [["airflow", "db", "migrate"]]
     no_processes.clear()
-    with caplog.at_level(logging.ERROR, logger="tributary.run"):
-        assert _run(tmp_path / "second") == 2
+    capsys.readouterr()
+    assert _run(tmp_path / "second") == 2
     assert no_processes == []  # no metadata DB, no settings: refused first
-    assert "--reset-warehouse" in caplog.text and database.database in caplog.text
+    stderr = capsys.readouterr().err  # for a person, on the terminal whatever Airflow did to logging
+    assert "--reset-warehouse" in stderr and database.database in stderr and str(tmp_path / "first") in stderr
     assert not (tmp_path / "second" / "tributary" / "passwords.json").exists()
     # Starting fresh on it is one flag away; another database is one option away.
     assert _run(tmp_path / "second", "--reset-warehouse") == 0

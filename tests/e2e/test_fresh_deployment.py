@@ -186,7 +186,7 @@ def test_a_second_deployment_on_the_same_server_gets_its_own_database_and_runs_e
         homes: tuple[Path, Path], warehouse: WarehouseLocation) -> None:
     first, second = homes
     assert default_database(first) != default_database(second)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW__"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW__", "AIRFLOW_HOME"))}
     if not (first / "tributary" / "deployment.json").exists():  # this test run alone: set the first one up
         subprocess.run([sys.executable, "-m", "tributary.cli.run", "--home", str(first), "--prepare-only"],
                        cwd=PROJECT_ROOT, env=env, check=True, capture_output=True, timeout=600)

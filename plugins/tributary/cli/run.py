@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         env = prepare(deployment, args.settings, env, database=database, new_home=new_home,
                       reset_warehouse=args.reset_warehouse)
     except WarehouseOwnedElsewhere as exc:
-        log.error("%s", exc)
+        # Straight to stderr: by now Airflow may have routed logging elsewhere, and this is for a person.
+        print(f"\ntributary-run: {exc}\n", file=sys.stderr, flush=True)
         return 2
     if args.prepare_only:
         return 0
