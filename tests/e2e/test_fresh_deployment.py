@@ -27,7 +27,8 @@ from tributary.cli.env import PROJECT_ROOT, free_port
 from tributary.platform.hook import AirflowApiClient
 from tributary.storage.embedded import WarehouseLocation, drop_database
 
-pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.devnet]
+# A deployment start plus every DAG takes ~9-11 min on a loaded 2-core machine (pyproject's default is 600 s).
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.devnet, pytest.mark.timeout(2400)]
 
 # Waves: a DAG in a later wave reads what an earlier one stored; the DAGs of one wave run together.
 WAVES: tuple[tuple[str, ...], ...] = (
