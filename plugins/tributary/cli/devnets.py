@@ -39,7 +39,8 @@ from tributary.cli.env import PROJECT_ROOT, free_port
 
 log = logging.getLogger("tributary.run")
 BITCOIN_WALLET = "tributary"
-BITCOIN_BLOCK_INTERVAL = 10.0  # seconds between the devnet's blocks (--bitcoin-block-interval)
+BITCOIN_BLOCK_INTERVAL = 30.0  # seconds between the devnet's blocks (--bitcoin-block-interval); at 10 s a
+# chain sync on a busy 2-core machine ends more than its max_tip_lag (6) behind the tip
 # Clarinet's public devnet deployer key (also the tributary_stacks default in airflow_settings.yaml):
 # for the devnet only, never for real funds.
 STACKS_DEVNET_KEY = "753b7cc01a1a2e86221266a154af739463fce51219d97e4f856cd7200c3bd2a601"

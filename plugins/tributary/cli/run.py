@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                              "not started when TRIBUTARY_BITCOIN_HOST names a real node")
     parser.add_argument("--bitcoin-block-interval", type=float, metavar="SECONDS",
                         default=float(os.environ.get("TRIBUTARY_BITCOIN_BLOCK_INTERVAL", BITCOIN_BLOCK_INTERVAL)),
-                        help="the bitcoin devnet mines a block every SECONDS (default 10; 0: only when asked)")
+                        help="the bitcoin devnet mines a block every SECONDS (default 30; 0: only when asked)")
     parser.add_argument("--evm-port", type=int, default=None,
                         help="RPC port of the anvil devnet (default 8545, or a free one if taken); "
                              "not started when TRIBUTARY_EVM_URL names a real node")
