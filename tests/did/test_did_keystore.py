@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import timedelta
 from typing import Any
@@ -57,6 +58,8 @@ def test_a_ciphertext_moved_to_another_row_does_not_open(pg3: Any) -> None:
 def test_did_web_rotation_keeps_the_old_key_for_the_grace_period_then_drops_it(
         pg3: Any, did_devnet: dict[str, Any], did_config: ResolverConfig) -> None:
     web = did_devnet["web"]
+    # Each resolution must see the published document, not the resolver's TTL cache of the previous one.
+    did_config = dataclasses.replace(did_config, cache_ttl=0)
     store = KeyStore(pg3, KEK)
     portable = create_did("web", host=web.did_host, path="rotating", document_root=web.document_root)
     store.save(portable)
