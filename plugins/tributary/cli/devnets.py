@@ -148,7 +148,7 @@ class EvmDevnet:
             raise RuntimeError(f"EVM devnet {method}: {answer['error']}")
         return answer["result"]
 
-    def bootstrap(self, timeout: float = 60.0, warehouse_dsn: str | None = None) -> str:
+    def bootstrap(self, timeout: float = 180.0, warehouse_dsn: str | None = None) -> str:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -243,7 +243,7 @@ class DidDevnet:
                 # the did:web server is on loopback, which verification fetches refuse unless allow-listed
                 "TRIBUTARY_DID_ALLOW_NETWORKS": "127.0.0.1/32"}
 
-    def bootstrap(self, timeout: float = 180.0) -> str:
+    def bootstrap(self, timeout: float = 60.0) -> str:
         _wait_for_port(self.pkarr_port, "pkarr relay", timeout)
         _wait_for_port(self.web_port, "did:web server", timeout)
         return (f"DID devnet: pkarr relay http://127.0.0.1:{self.pkarr_port}, did:web https://127.0.0.1:"
